@@ -1,0 +1,66 @@
+"""`mlnnkit train` and `mlnnkit evaluate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mlnnkit.cli._app import app
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="Run config (TOML), e.g. examples/seed_mnist.toml."),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="Run directory (default: runs/<config name>)."
+    ),
+    epochs: int = typer.Option(None, "--epochs", help="Override fit.epochs."),
+    seed: int = typer.Option(None, "--seed", help="Override the config's seed."),
+) -> None:
+    """Train the network a run config describes, evaluate it on the test split, and write
+    the run directory (model.keras, model.h5, history.csv, history.png, metrics.json).
+
+    Started again with the same --out after an interruption, the run continues from its
+    last finished epoch."""
+    from mlnnkit import train as train_mod
+    from mlnnkit.config import load_config
+
+    cfg = train_mod.apply_overrides(load_config(config), epochs=epochs, seed=seed)
+    out = out or Path("runs") / (cfg.name or config.stem)
+    result = train_mod.run(cfg, out)
+    m = result.metrics
+    test = ", ".join(f"{k} {v:.4f}" for k, v in m["test"].items())
+    typer.echo(
+        f"test: {test}\n{m['epochs']} epochs in {m['fit_seconds']:.1f} s "
+        f"({m['engine']} engine, {m['backend']} backend) -> {out}/"
+    )
+
+
+@app.command()
+def evaluate(
+    model: Path = typer.Argument(..., help="Saved model: .keras, .h5 or .weights.h5."),
+    config: Path = typer.Option(..., "--config", "-c", help="Run config whose test split to use."),
+    json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """Re-evaluate a saved model on the test split of a run config."""
+    import json
+
+    from mlnnkit import train as train_mod
+    from mlnnkit.config import load_config
+    from mlnnkit.data import load_data
+    from mlnnkit.models import load_model
+
+    cfg = load_config(config)
+    ds = load_data(cfg)
+    m = load_model(model, cfg, input_shape=tuple(ds.x_train.shape[1:]))
+    if not getattr(m, "compiled", False) or m.optimizer is None and m.loss is None:
+        from mlnnkit.build import compile_model
+
+        compile_model(m, cfg.compile)
+    res = train_mod.evaluate(m, ds.x_test, ds.y_test)
+    if json_out:
+        typer.echo(json.dumps({"test": res}))
+    else:
+        for k, v in res.items():
+            typer.echo(f"{k}: {v:.6g}")

@@ -1,0 +1,333 @@
+"""The run config: one training run described in TOML, validated at the door.
+
+A run config holds what the seed's code holds: where the data come from, the layer stack
+(each layer by its Keras class name and keyword arguments), compile settings, fit
+settings and callbacks. Unknown keys, unknown layer/optimizer/loss names and bad values
+are rejected with a message that names the key, e.g.::
+
+    error: examples/bad.toml: model.layers[1].units: Dense rejected units='many' ...
+
+Example (the seed's MNIST classifier)::
+
+    name = "seed_mnist"
+    seed = 42
+    [data]
+    source = "mnist"
+    [[model.layers]]
+    type = "Flatten"
+    [[model.layers]]
+    type = "Dense"
+    units = 128
+    activation = "relu"
+    [[model.layers]]
+    type = "Dropout"
+    rate = 0.2
+    [[model.layers]]
+    type = "Dense"
+    units = 10
+    activation = "softmax"
+    [compile]
+    optimizer = "adam"
+    loss = "sparse_categorical_crossentropy"
+    metrics = ["accuracy"]
+    [fit]
+    epochs = 5
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mlnnkit.errors import UserError
+
+_STRICT = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------- data
+class _Source(BaseModel):
+    model_config = _STRICT
+
+
+class ImageSource(_Source):
+    """MNIST-style image sets: the standard idx files, from a local folder or Keras."""
+
+    source: Literal["mnist", "fashion_mnist"]
+    data_dir: Path | None = Field(
+        None,
+        description="Folder with the four idx(.gz) files (or mnist.npz). Default: Debian's "
+        "/usr/share/datasets/<name>, then the Keras cache/download.",
+    )
+    train_size: int | None = Field(None, gt=0, description="Use only the first N training images.")
+    test_size: int | None = Field(None, gt=0, description="Use only the first N test images.")
+    classes: list[int] | None = Field(None, description="Keep only these labels (relabelled 0..k-1).")
+    scale: float = Field(255.0, gt=0, description="Pixels are divided by this (0..255 -> 0..1).")
+
+
+class AutoMpgSource(_Source):
+    """The Auto MPG table (vega_datasets `cars`): predict Miles_per_Gallon."""
+
+    source: Literal["auto_mpg"]
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+
+
+class TableSource(_Source):
+    """A table with named feature and target columns: csv, parquet, or npz arrays."""
+
+    source: Literal["csv", "npz", "parquet"]
+    path: Path
+    features: list[str] | str = Field(
+        description="Feature columns: a list, a comma list, or a glob such as 'Rrs_*'."
+    )
+    targets: list[str] | str = Field(description="Target columns, like `features`.")
+    test_fraction: float = Field(0.2, ge=0, lt=1)
+    test_path: Path | None = Field(
+        None, description="A separate test table (then test_fraction is ignored)."
+    )
+
+
+DataConfig = Annotated[
+    Union[ImageSource, AutoMpgSource, TableSource], Field(discriminator="source")
+]
+
+
+# -------------------------------------------------------------------------------- model
+class LayerSpec(BaseModel):
+    """One layer: `type` is a Keras layer class name (or an mlnnkit layer); the other keys
+    are that class's keyword arguments."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ModelConfig(BaseModel):
+    model_config = _STRICT
+    input_shape: list[int] | None = Field(
+        None, description="Shape of one sample; default: taken from the data."
+    )
+    normalize: bool = Field(
+        False,
+        description="Put a Normalization layer first, adapted on the training split only.",
+    )
+    layers: list[LayerSpec] = Field(min_length=1)
+
+
+# ------------------------------------------------------------------------------ compile
+class NamedObject(BaseModel):
+    """A Keras object given by class name plus keyword arguments."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class CompileConfig(BaseModel):
+    model_config = _STRICT
+    optimizer: str | NamedObject = "adam"
+    learning_rate: float | NamedObject | None = Field(
+        None,
+        description="A number, or a schedule from keras.optimizers.schedules given as "
+        "{name = 'ExponentialDecay', initial_learning_rate = ..., ...}.",
+    )
+    loss: str | NamedObject = "mse"
+    metrics: list[str] = Field(default_factory=list)
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _positive(cls, v):
+        if isinstance(v, float) and v <= 0:
+            raise ValueError("must be > 0")
+        return v
+
+
+# ---------------------------------------------------------------------------------- fit
+class FitConfig(BaseModel):
+    model_config = _STRICT
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(32, ge=1)
+    validation_split: float = Field(
+        0.0, ge=0, lt=1, description="Hold out the last fraction of the training rows."
+    )
+    validation: TableSource | None = Field(
+        None, description="A separate validation table (instead of validation_split)."
+    )
+    shuffle: bool = True
+    engine: Literal["auto", "keras", "fast"] = Field(
+        "auto", description="auto: the fast path when the model allows it, else Keras fit."
+    )
+
+    @model_validator(mode="after")
+    def _one_validation(self):
+        if self.validation is not None and self.validation_split > 0:
+            raise ValueError("give either validation_split or validation, not both")
+        return self
+
+
+class EarlyStoppingConfig(BaseModel):
+    model_config = _STRICT
+    monitor: str = "val_loss"
+    patience: int = Field(10, ge=0)
+    min_delta: float = Field(0.0, ge=0)
+    mode: Literal["auto", "min", "max"] = "auto"
+    restore_best_weights: bool = True
+    start_from_epoch: int = Field(0, ge=0)
+
+
+class CheckpointConfig(BaseModel):
+    model_config = _STRICT
+    monitor: str = "val_loss"
+    mode: Literal["auto", "min", "max"] = "auto"
+
+
+class ReduceLROnPlateauConfig(BaseModel):
+    model_config = _STRICT
+    monitor: str = "val_loss"
+    factor: float = Field(0.1, gt=0, lt=1)
+    patience: int = Field(10, ge=0)
+    min_delta: float = Field(1e-4, ge=0)
+    min_lr: float = Field(0.0, ge=0)
+    mode: Literal["auto", "min", "max"] = "auto"
+
+
+class CallbacksConfig(BaseModel):
+    model_config = _STRICT
+    early_stopping: EarlyStoppingConfig | None = None
+    checkpoint: CheckpointConfig | None = Field(
+        None, description="Keep the best model seen so far in RUNDIR/checkpoints/best.keras."
+    )
+    reduce_lr_on_plateau: ReduceLROnPlateauConfig | None = None
+    resume: bool = Field(
+        True,
+        description="Back up after every epoch (Keras BackupAndRestore) so that a killed run "
+        "started again with the same --out continues from its last finished epoch.",
+    )
+
+
+# ------------------------------------------------------------------------------- a run
+class RunConfig(BaseModel):
+    model_config = _STRICT
+    name: str | None = None
+    seed: int = 0
+    data: DataConfig
+    model: ModelConfig
+    compile: CompileConfig = Field(default_factory=CompileConfig)
+    fit: FitConfig = Field(default_factory=FitConfig)
+    callbacks: CallbacksConfig = Field(default_factory=CallbacksConfig)
+
+    # Where relative paths in the config are resolved from (the config file's folder).
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    def resolve(self, p: Path | None) -> Path | None:
+        if p is None:
+            return None
+        p = Path(p).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain data (what `to_toml` writes)."""
+        return self.model_dump(mode="json", exclude_none=True, exclude={"base_dir"})
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(self.to_dict())
+
+
+# ------------------------------------------------------------------------------ loading
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("ImageSource", "AutoMpgSource", "TableSource") or str(part).startswith(
+            ("str", "NamedObject", "float", "list[")
+        ):
+            continue  # union-branch names pydantic adds to the location
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def format_validation_error(err: ValidationError, where: str = "") -> str:
+    """One line naming every offending key."""
+    parts = []
+    seen = set()
+    for e in err.errors():
+        key = _loc(e["loc"])
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "missing":
+            msg = "missing (required)"
+        elif e["type"] == "union_tag_invalid":
+            msg = e["msg"].replace("Input tag", "unknown value").replace(
+                "found using 'source'", ""
+            )
+        else:
+            msg = e["msg"]
+        if (key, msg) in seen:
+            continue
+        seen.add((key, msg))
+        parts.append(f"{key}: {msg}")
+    prefix = f"{where}: " if where else ""
+    return prefix + "; ".join(parts[:5]) + (f" (and {len(parts) - 5} more)" if len(parts) > 5 else "")
+
+
+def parse_config(data: dict[str, Any], *, base_dir: Path = Path("."), where: str = "") -> RunConfig:
+    """Validate a config given as a dict (the TOML's content)."""
+    try:
+        cfg = RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, where)) from None
+    cfg.base_dir = Path(base_dir)
+    check_keras_names(cfg, where)
+    return cfg
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a TOML run config. Relative paths in it are relative to its folder."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text (TOML) file") from None
+    return parse_config(data, base_dir=path.parent, where=str(path))
+
+
+def check_keras_names(cfg: RunConfig, where: str = "") -> None:
+    """Check layer, optimizer, loss, metric and schedule names against Keras (and that each
+    layer accepts its keyword arguments), naming the key at fault."""
+    from mlnnkit import build
+
+    prefix = f"{where}: " if where else ""
+    for i, spec in enumerate(cfg.model.layers):
+        try:
+            build.make_layer(spec)
+        except UserError as e:
+            raise UserError(f"{prefix}model.layers[{i}]: {e}") from None
+    try:
+        build.make_optimizer(cfg.compile)
+    except UserError as e:
+        raise UserError(f"{prefix}compile.{e}") from None
+    try:
+        build.make_loss(cfg.compile.loss)
+    except UserError as e:
+        raise UserError(f"{prefix}compile.loss: {e}") from None
+    for j, m in enumerate(cfg.compile.metrics):
+        try:
+            build.make_metric(m)
+        except UserError as e:
+            raise UserError(f"{prefix}compile.metrics[{j}]: {e}") from None

@@ -1,0 +1,292 @@
+"""Fit, evaluate, and write a run directory.
+
+:func:`fit` is the one fit path of the package: ``mlnnkit train``, ``finetune`` and
+``tune`` all call it (no copies of the loop). :func:`run` is ``mlnnkit train``: data ->
+model -> fit -> evaluate -> run directory with
+
+- ``config.toml``      the resolved config (overrides applied),
+- ``model.keras``      the trained model (Keras 3 format),
+- ``model.h5``         the same model in the legacy HDF5 full-model format,
+- ``history.csv``      loss and metrics per epoch (training and validation),
+- ``history.png``      the same as a figure,
+- ``metrics.json``     test metrics, epochs, fit seconds, backend, versions, seed, engine,
+- ``checkpoints/best.keras`` when the checkpoint callback is on.
+
+Every file is written under a temporary name and renamed, so a killed run never leaves a
+half-written file; a run killed mid-fit and started again with the same ``--out``
+continues from its last finished epoch (``callbacks.resume``, on by default).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from mlnnkit import _atomic
+from mlnnkit.callbacks import EPOCH_LOG, RESUME_DIR, is_resuming, make_callbacks
+from mlnnkit.config import RunConfig
+from mlnnkit.data import Dataset, load_data
+from mlnnkit.errors import UserError
+
+
+@dataclass
+class FitResult:
+    history: dict[str, list[float]]
+    engine: str
+    fit_seconds: float
+    epochs: int
+
+
+@dataclass
+class RunResult:
+    model: keras.Model
+    metrics: dict[str, Any]
+    history: dict[str, list[float]]
+    out_dir: Path | None
+    data: Dataset | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def default_verbose() -> int:
+    """Keras progress bars on a terminal, one line per epoch otherwise (logs, CI)."""
+    return 1 if sys.stdout.isatty() else 2
+
+
+def check_input_shape(model: keras.Model, x: np.ndarray, what: str = "data") -> None:
+    """Fail with a clear message when rows of ``x`` do not fit the model's input."""
+    want = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
+    if want is None:
+        return
+    got = tuple(x.shape[1:])
+    if len(want) != len(got) or any(w is not None and w != g for w, g in zip(want, got)):
+        raise UserError(
+            f"{what} has samples of shape {got} but the model takes {want}"
+        )
+
+
+def fit(
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int = 32,
+    validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+    shuffle: bool = True,
+    verbose: int | str = "auto",
+    engine: str = "auto",
+) -> FitResult:
+    """Fit a compiled model; the one fit path of train, finetune and tune.
+
+    ``engine``: ``"keras"`` is ``model.fit``; ``"auto"`` picks the fastest path that
+    supports the model and callbacks (falling back to ``model.fit``). The result says which
+    engine ran.
+    """
+    check_input_shape(model, x, "training data")
+    if validation_data is not None:
+        check_input_shape(model, validation_data[0], "validation data")
+    if verbose == "auto":
+        verbose = default_verbose()
+    chosen = "keras"
+    runner = None
+    if engine in ("auto", "fast"):
+        try:
+            from mlnnkit import fastfit  # the fast path (issue: training speed)
+
+            runner = fastfit.select(model, callbacks or [], engine=engine)
+        except ImportError:
+            runner = None
+        if runner is None and engine == "fast":
+            raise UserError("fit.engine = 'fast' is not available for this model")
+    t0 = time.perf_counter()
+    try:
+        if runner is not None:
+            hist = runner(
+                model, x, y, epochs=epochs, batch_size=batch_size,
+                validation_data=validation_data, callbacks=callbacks, shuffle=shuffle,
+                verbose=verbose,
+            )
+            chosen = "fast"
+        else:
+            hist = model.fit(
+                x, y, epochs=epochs, batch_size=batch_size, validation_data=validation_data,
+                callbacks=callbacks, shuffle=shuffle, verbose=verbose,
+            )
+    except ValueError as e:
+        # Keras raises ValueError for targets/loss/shape mismatches: the user's to fix.
+        raise UserError(f"training failed: {' '.join(str(e).split())[:500]}") from e
+    seconds = time.perf_counter() - t0
+    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    n = len(next(iter(history.values()), []))
+    return FitResult(history=history, engine=chosen, fit_seconds=seconds, epochs=n)
+
+
+def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> dict[str, float]:
+    """Test metrics as ``{name: value}`` (Keras's names: loss, accuracy, mae, ...)."""
+    check_input_shape(model, x, "test data")
+    if len(x) == 0:
+        return {}
+    try:
+        res = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
+    except ValueError as e:
+        raise UserError(f"evaluation failed: {' '.join(str(e).split())[:500]}") from e
+    return {k: float(v) for k, v in res.items()}
+
+
+def versions() -> dict[str, str]:
+    import jax
+
+    import mlnnkit
+
+    return {
+        "mlnnkit": mlnnkit.__version__,
+        "python": platform.python_version(),
+        "keras": keras.__version__,
+        "jax": jax.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def apply_overrides(cfg: RunConfig, *, epochs: int | None = None, seed: int | None = None) -> RunConfig:
+    cfg = cfg.model_copy(deep=True)
+    if epochs is not None:
+        if epochs < 1:
+            raise UserError("--epochs must be at least 1")
+        cfg.fit.epochs = epochs
+    if seed is not None:
+        cfg.seed = seed
+    return cfg
+
+
+def _merged_history(run_dir: Path, fallback: dict[str, list[float]]) -> dict[str, list[float]]:
+    """History of all epochs, including those before a resume (from the epoch log)."""
+    log = run_dir / RESUME_DIR / EPOCH_LOG
+    if not log.exists():
+        return fallback
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(log)
+    except Exception:  # noqa: BLE001 - a log cut by a kill: fall back to this session's history
+        return fallback
+    df = df.drop_duplicates("epoch", keep="last").sort_values("epoch")
+    return {c: df[c].astype(float).tolist() for c in df.columns if c != "epoch"}
+
+
+def write_history_csv(history: dict[str, list[float]], path: Path) -> None:
+    import pandas as pd
+
+    df = pd.DataFrame(history)
+    df.insert(0, "epoch", np.arange(1, len(df) + 1))
+    with _atomic.atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+
+
+def save_model(model: keras.Model, path: Path) -> Path:
+    """Save ``model`` atomically; the suffix (.keras, .h5, .weights.h5) picks the format."""
+    import warnings
+
+    from absl import logging as absl_logging
+
+    level = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)  # Keras warns that .h5 is "legacy"
+    try:
+        with _atomic.atomic_path(path) as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if str(path).endswith(".weights.h5"):
+                model.save_weights(tmp)
+            else:
+                model.save(tmp)
+    finally:
+        absl_logging.set_verbosity(level)
+    return Path(path)
+
+
+def run(
+    cfg: RunConfig,
+    out_dir: str | Path | None,
+    *,
+    verbose: int | str = "auto",
+    extra_callbacks: list[keras.callbacks.Callback] | None = None,
+    data: Dataset | None = None,
+    save: bool = True,
+) -> RunResult:
+    """One training run: data -> model -> fit -> evaluate -> run directory.
+
+    ``out_dir=None`` (or ``save=False``) trains and evaluates without writing files (what
+    tuning trials do). ``extra_callbacks`` are appended to the config's callbacks (e.g. a
+    pruning callback). Same config and seed give the same test metrics.
+    """
+    out = Path(out_dir) if (out_dir is not None and save) else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        if not is_resuming(out):  # a fresh run: forget the epoch log of an old one
+            shutil.rmtree(out / RESUME_DIR, ignore_errors=True)
+        _atomic.write_text(out / "config.toml", cfg.to_toml())
+
+    keras.utils.set_random_seed(cfg.seed)
+    ds = data if data is not None else load_data(cfg)
+    model = _build(cfg, ds)
+    has_val = ds.x_val is not None and len(ds.x_val) > 0
+    callbacks = make_callbacks(cfg.callbacks, out, has_validation=has_val)
+    callbacks += list(extra_callbacks or [])
+
+    fr = fit(
+        model, ds.x_train, ds.y_train,
+        epochs=cfg.fit.epochs, batch_size=cfg.fit.batch_size,
+        validation_data=(ds.x_val, ds.y_val) if has_val else None,
+        callbacks=callbacks, shuffle=cfg.fit.shuffle, verbose=verbose, engine=cfg.fit.engine,
+    )
+    history = _merged_history(out, fr.history) if out is not None else fr.history
+    test = evaluate(model, ds.x_test, ds.y_test, batch_size=max(cfg.fit.batch_size, 256))
+    metrics = {
+        "test": test,
+        "epochs": len(next(iter(history.values()), [])),
+        "fit_seconds": round(fr.fit_seconds, 3),
+        "seconds_per_epoch": round(fr.fit_seconds / max(fr.epochs, 1), 4),
+        "engine": fr.engine,
+        "backend": keras.backend.backend(),
+        "versions": versions(),
+        "seed": cfg.seed,
+        "n_train": int(len(ds.x_train)),
+        "n_val": int(len(ds.x_val)) if has_val else 0,
+        "n_test": int(len(ds.x_test)),
+    }
+    if has_val:
+        metrics["validation"] = {k[4:]: v[-1] for k, v in history.items() if k.startswith("val_")}
+    if out is not None:
+        write_outputs(out, model, history, metrics, title=cfg.name or "")
+        shutil.rmtree(out / RESUME_DIR, ignore_errors=True)
+    return RunResult(model=model, metrics=metrics, history=history, out_dir=out, data=ds)
+
+
+def _build(cfg: RunConfig, ds: Dataset) -> keras.Model:
+    from mlnnkit.build import build_model
+
+    model = build_model(cfg, x_train=ds.x_train)
+    check_input_shape(model, ds.x_train, "training data")
+    return model
+
+
+def write_outputs(out: Path, model: keras.Model, history, metrics, title: str = "") -> None:
+    from mlnnkit.report import plot_history
+
+    save_model(model, out / "model.keras")
+    save_model(model, out / "model.h5")
+    write_history_csv(history, out / "history.csv")
+    if history:
+        plot_history(history, out / "history.png", title=title)
+    _atomic.write_json(out / "metrics.json", metrics)
+
+
+__all__ = ["fit", "evaluate", "run", "FitResult", "RunResult", "save_model", "versions"]
