@@ -100,14 +100,16 @@ def fit(
     chosen = "keras"
     runner = None
     if engine in ("auto", "fast"):
-        try:
-            from mlnnkit import fastfit  # the fast path (issue: training speed)
+        from mlnnkit import fastfit  # a whole epoch in one compiled call
 
-            runner = fastfit.select(model, callbacks or [], engine=engine)
-        except ImportError:
-            runner = None
+        data = {"x": x, "y": y, "validation_data": validation_data}
+        runner = fastfit.select(model, callbacks or [], engine=engine, **data)
         if runner is None and engine == "fast":
-            raise UserError("fit.engine = 'fast' is not available for this model")
+            why = fastfit.unsupported_reason(model, callbacks or [], **data)
+            raise UserError(
+                f"fit.engine = 'fast' cannot run this fit: {why}; "
+                "use engine = 'auto' (falls back to Keras's fit) or 'keras'"
+            )
     t0 = time.perf_counter()
     try:
         if runner is not None:

@@ -1,0 +1,469 @@
+"""The fast fit path: a whole training epoch in one compiled JAX call.
+
+``model.fit`` on JAX dispatches one compiled ``train_step`` per batch from Python; for the
+small networks this package trains (a few 100k weights, batch 32) that dispatch, the
+per-batch data slicing and the per-batch synchronisation cost more than the arithmetic.
+This module runs the *same* Keras step — ``model.train_step(state, (x, y))``, i.e. the
+model's ``stateless_call``, its compiled loss, ``optimizer.stateless_apply`` and the
+metrics' stateless updates — inside one ``jax.lax.scan`` over all batches of an epoch,
+compiled once for every epoch of the fit. Between epochs the state goes back into the
+model's variables, so everything that happens at epoch level behaves as with
+``model.fit``: the same model object, a real ``keras.callbacks.History``, the progress
+line, validation metrics, and the epoch-level callbacks (``EarlyStopping`` with
+``restore_best_weights``, ``ModelCheckpoint``/``AtomicModelCheckpoint``,
+``ReduceLROnPlateau`` and ``LearningRateScheduler`` — the learning rate is an optimizer
+variable, so a new value is an input of the next epoch, not a recompile —, ``CSVLogger``,
+``BackupAndRestore``, ``model.stop_training``).
+
+Keras's meaning is kept in the details too: batches are drawn from one
+``np.random.permutation`` per epoch like Keras's array adapter (so seeded runs shuffle
+identically), dropout uses the layers' own seed generators, and the last partial batch
+is a smaller batch, not dropped.
+
+What the fast path does not support goes to ``model.fit``: :func:`select` returns
+``None`` (and :func:`unsupported_reason` says why) for layers outside
+:data:`SUPPORTED_LAYERS`, callbacks with batch-level hooks, sample weights, non-float32
+models, distribution, ``run_eagerly``... ``mlnnkit.train.fit`` is the only caller and
+records which engine ran.
+
+Example:
+    >>> from mlnnkit import fastfit
+    >>> runner = fastfit.select(model, callbacks)        # None -> use model.fit
+    >>> history = runner(model, x, y, epochs=5, batch_size=32, validation_data=None,
+    ...                  callbacks=callbacks, shuffle=True, verbose=2)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable
+
+import keras
+import numpy as np
+
+__all__ = ["select", "unsupported_reason", "SUPPORTED_LAYERS", "FastRunner"]
+
+#: Keras layer classes the fast path runs (exact classes; mlnnkit's own layers are added
+#: by :func:`supported_layer_classes`).
+SUPPORTED_LAYERS: tuple[type, ...] = (
+    keras.layers.InputLayer,
+    keras.layers.Dense,
+    keras.layers.Dropout,
+    keras.layers.Flatten,
+    keras.layers.Normalization,
+    keras.layers.Activation,
+    keras.layers.Reshape,
+    keras.layers.Rescaling,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.Softmax,
+    keras.layers.GaussianNoise,
+)
+
+# Callbacks whose only work is at epoch level (or that the loop drives itself).
+_EPOCH_LEVEL_CALLBACKS: tuple[type, ...] = (
+    keras.callbacks.History,
+    keras.callbacks.EarlyStopping,
+    keras.callbacks.ReduceLROnPlateau,
+    keras.callbacks.CSVLogger,
+    keras.callbacks.LearningRateScheduler,
+)
+# Callbacks that work per epoch when their save frequency is "epoch".
+_SAVE_FREQ_CALLBACKS: tuple[type, ...] = (
+    keras.callbacks.ModelCheckpoint,
+    keras.callbacks.BackupAndRestore,
+)
+_BATCH_HOOKS = (
+    "on_batch_begin",
+    "on_batch_end",
+    "on_train_batch_begin",
+    "on_train_batch_end",
+    "on_test_batch_begin",
+    "on_test_batch_end",
+)
+
+
+def supported_layer_classes() -> tuple[type, ...]:
+    """:data:`SUPPORTED_LAYERS` plus mlnnkit's own layers (``mlnnkit.layers``)."""
+    own: list[type] = []
+    try:
+        from mlnnkit import layers as mlnnkit_layers
+    except ImportError:
+        return SUPPORTED_LAYERS
+    for name in getattr(mlnnkit_layers, "__all__", []):
+        obj = getattr(mlnnkit_layers, name, None)
+        if isinstance(obj, type) and issubclass(obj, keras.layers.Layer):
+            own.append(obj)
+    return SUPPORTED_LAYERS + tuple(own)
+
+
+def _callback_reason(cb: keras.callbacks.Callback) -> str | None:
+    cls = type(cb)
+    if isinstance(cb, _SAVE_FREQ_CALLBACKS):
+        freq = getattr(cb, "save_freq", "epoch")
+        if freq != "epoch":
+            return f"{cls.__name__} saves every {freq} batches (batch-level)"
+        base = next(b for b in _SAVE_FREQ_CALLBACKS if isinstance(cb, b))
+        if not _own_hooks_only(cb, base):
+            return f"callback {cls.__name__} overrides batch-level hooks"
+        return None
+    if cls in _EPOCH_LEVEL_CALLBACKS:
+        return None
+    if isinstance(cb, keras.callbacks.LambdaCallback):
+        for hook in _BATCH_HOOKS:
+            if hook in cb.__dict__:
+                return f"LambdaCallback with {hook}"
+        return None
+    if isinstance(
+        cb,
+        (
+            keras.callbacks.ProgbarLogger,
+            keras.callbacks.TensorBoard,
+            keras.callbacks.TerminateOnNaN,
+            keras.callbacks.RemoteMonitor,
+            keras.callbacks.SwapEMAWeights,
+        ),
+    ):
+        return f"callback {cls.__name__} works per batch"
+    if isinstance(cb, keras.callbacks.CallbackList):
+        return "a CallbackList"
+    if not _own_hooks_only(cb, keras.callbacks.Callback):
+        return f"callback {cls.__name__} has batch-level hooks"
+    return None
+
+
+def _own_hooks_only(cb: keras.callbacks.Callback, base: type) -> bool:
+    """True when ``cb``'s class overrides none of the batch hooks of ``base``."""
+    for hook in _BATCH_HOOKS:
+        if getattr(type(cb), hook, None) is not getattr(base, hook, None):
+            return False
+    return True
+
+
+def unsupported_reason(
+    model: keras.Model,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+    x: Any = None,
+    y: Any = None,
+    validation_data: Any = None,
+) -> str | None:
+    """Why the fast path cannot run this fit (``None`` when it can).
+
+    Example:
+        >>> unsupported_reason(model, [keras.callbacks.TensorBoard()])
+        'callback TensorBoard works per batch'
+    """
+    if keras.backend.backend() != "jax":
+        return f"the Keras backend is {keras.backend.backend()!r}, not 'jax'"
+    if not isinstance(model, keras.Model):
+        return "not a keras.Model"
+    if not getattr(model, "compiled", False) or model.optimizer is None:
+        return "the model is not compiled"
+    if type(model) not in (keras.Sequential, keras.Model) and type(model).__name__ != "Functional":
+        return f"model class {type(model).__name__} (only Sequential/functional models)"
+    if getattr(model, "run_eagerly", False) or getattr(model, "jit_compile", True) is False:
+        return "the model is compiled with run_eagerly=True or jit_compile=False"
+    if keras.distribution.distribution() is not None:
+        return "a keras.distribution is set"
+    if model.dtype_policy.name != "float32":
+        return f"dtype policy {model.dtype_policy.name!r} (the fast path is float32)"
+    if type(model.optimizer).__module__.split(".")[:2] != ["keras", "src"]:
+        return f"optimizer {type(model.optimizer).__name__} is not one of Keras's"
+    if getattr(model.optimizer, "use_ema", False):
+        return "the optimizer uses EMA weights"
+    if getattr(model.optimizer, "gradient_accumulation_steps", None):
+        return "the optimizer accumulates gradients"
+    if len(getattr(model, "inputs", None) or []) != 1 or len(getattr(model, "outputs", None) or []) != 1:
+        return "the model needs exactly one input and one output"
+    allowed = supported_layer_classes()
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if type(layer) not in allowed:
+            return f"layer {layer.name} ({type(layer).__name__}) is not supported"
+        if layer.metrics:
+            return f"layer {layer.name} has its own metrics"
+    for cb in callbacks or []:
+        why = _callback_reason(cb)
+        if why:
+            return why
+    for name, arr in (("x", x), ("y", y)):
+        if arr is not None and not isinstance(arr, np.ndarray):
+            return f"{name} is a {type(arr).__name__}, not a NumPy array"
+    if x is not None and not np.issubdtype(x.dtype, np.floating):
+        return f"x has dtype {x.dtype} (the fast path takes float inputs)"
+    if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            return "validation_data is not an (x, y) pair"
+        vx, vy = validation_data
+        if not isinstance(vx, np.ndarray) or not isinstance(vy, np.ndarray):
+            return "validation_data is not NumPy arrays"
+        if not np.issubdtype(vx.dtype, np.floating):
+            return f"validation x has dtype {vx.dtype}"
+    return None
+
+
+def select(
+    model: keras.Model,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+    engine: str = "auto",
+    **data: Any,
+) -> FastRunner | None:
+    """A runner for this model and callbacks, or ``None`` to use ``model.fit``.
+
+    ``engine="keras"`` always gives ``None``. ``data`` may hold ``x``, ``y`` and
+    ``validation_data`` to check them too.
+    """
+    if engine == "keras":
+        return None
+    if unsupported_reason(model, callbacks, **data) is not None:
+        return None
+    return FastRunner()
+
+
+# --------------------------------------------------------------------------- the loop
+@contextlib.contextmanager
+def _unrolled_threefry():
+    """Lower JAX's threefry hash unrolled on CPU while the epoch program is lowered.
+
+    On CPU JAX emits threefry (the generator behind Keras's dropout) as a 5-trip XLA
+    while loop to keep programs small; inside a scanned training step that inner loop
+    costs more than the layer it serves. The unrolled form is JAX's own lowering for
+    other platforms and computes the same bits.
+    """
+    try:
+        from jax._src.interpreters import mlir
+        from jax._src.random import threefry2x32 as tf2x32
+
+        table = mlir._platform_specific_lowerings["cpu"]
+        prim = tf2x32.threefry2x32_p
+        old = table.get(prim)
+        new = mlir.LoweringRuleEntry(tf2x32._threefry2x32_lowering_rule, False)
+    except Exception:  # noqa: BLE001 - JAX internals moved: keep JAX's own lowering
+        yield
+        return
+    table[prim] = new
+    try:
+        yield
+    finally:
+        if old is None:
+            table.pop(prim, None)
+        else:
+            table[prim] = old
+
+
+def _split(n: int, batch_size: int) -> tuple[int, int]:
+    """(number of full batches, size of the last partial batch or 0)."""
+    return n // batch_size, n % batch_size
+
+
+def _scan_batches(step, state, x_all, y_all, batch_size: int, order=None):
+    """Apply ``step(state, x, y)`` to every batch of (x_all, y_all), in ``order`` if given.
+
+    Full batches go through one ``lax.scan``; the last partial batch (Keras's semantics:
+    a smaller batch, not dropped) is one more step after it.
+    """
+    import jax.numpy as jnp
+    from jax import lax
+
+    n = x_all.shape[0]
+    full, rest = _split(n, batch_size)
+    bs = batch_size
+    if order is None:  # contiguous batches: slices, no gather
+        def body(state, i):
+            x = lax.dynamic_slice_in_dim(x_all, i * bs, bs)
+            y = lax.dynamic_slice_in_dim(y_all, i * bs, bs)
+            return step(state, x, y), None
+
+        if full:
+            state, _ = lax.scan(body, state, jnp.arange(full, dtype="int32"))
+        if rest:
+            state = step(state, x_all[full * bs :], y_all[full * bs :])
+        return state
+
+    def gather_body(state, idx):
+        return step(state, x_all[idx], y_all[idx]), None
+
+    if full:
+        state, _ = lax.scan(gather_body, state, order[: full * bs].reshape(full, bs))
+    if rest:
+        idx = order[full * bs :]
+        state = step(state, x_all[idx], y_all[idx])
+    return state
+
+
+class _Programs:
+    """The compiled train-epoch and evaluation programs of one fit call.
+
+    Each is compiled once (or loaded from :mod:`mlnnkit._compile_cache`) on first use
+    and reused for every epoch: the learning rate, the shuffling order and all weights
+    are inputs, so nothing an epoch-level callback changes needs a recompile.
+    """
+
+    def __init__(self, model: keras.Model, batch_size: int, shuffle: bool):
+        import jax
+
+        self.model = model
+        self.batch_size = batch_size
+
+        def train_step(state, x, y):
+            _logs, state = model.train_step(state, (x, y))
+            return state
+
+        def test_step(state, x, y):
+            _logs, state = model.test_step(state, (x, y))
+            return state
+
+        def train_epoch(state, x_all, y_all, order):
+            return _scan_batches(train_step, state, x_all, y_all, batch_size, order)
+
+        def evaluate(state, x_all, y_all):
+            return _scan_batches(test_step, state, x_all, y_all, batch_size)
+
+        self._jitted = {"train": jax.jit(train_epoch), "eval": jax.jit(evaluate)}
+        self._compiled: dict[str, Any] = {}
+
+    def _get(self, name: str, *args):
+        compiled = self._compiled.get(name)
+        if compiled is None:
+            from mlnnkit._compile_cache import compile_cached
+
+            with _unrolled_threefry():
+                lowered = self._jitted[name].lower(*args)
+            compiled = self._compiled[name] = compile_cached(lowered)
+        return compiled
+
+    def train_epoch(self, state, x_all, y_all, order):
+        return self._get("train", state, x_all, y_all, order)(state, x_all, y_all, order)
+
+    def evaluate(self, state, x_all, y_all):
+        return self._get("eval", state, x_all, y_all)(state, x_all, y_all)
+
+
+def _values(variables) -> list:
+    return [v.value for v in variables]
+
+
+def _assign(variables, values) -> None:
+    for ref, val in zip(variables, values):
+        ref.assign(val)
+
+
+class FastRunner:
+    """``fit`` with each epoch compiled as one call; returns the ``History`` like Keras.
+
+    Arguments are those of ``model.fit`` (arrays only, no sample weights). The epoch
+    loop mirrors Keras's JAX trainer: reset metrics, ``on_epoch_begin``, the epoch,
+    validation (``on_test_begin``/``on_test_end``), ``on_epoch_end``,
+    ``model.stop_training``; ``on_train_begin`` may set ``model._initial_epoch``
+    (``BackupAndRestore``).
+    """
+
+    def __call__(
+        self,
+        model: keras.Model,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        epochs: int,
+        batch_size: int | None = 32,
+        validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+        callbacks: list[keras.callbacks.Callback] | None = None,
+        shuffle: bool = True,
+        verbose: int | str = "auto",
+        initial_epoch: int = 0,
+    ) -> keras.callbacks.History:
+        import jax.numpy as jnp
+
+        in_dtype = keras.backend.standardize_dtype(model.inputs[0].dtype)
+        x = np.asarray(x, dtype=in_dtype)
+        y = np.asarray(y)
+        n = len(x)
+        if n == 0:
+            raise ValueError("the training data has no rows")
+        if len(y) != n:
+            raise ValueError(f"x has {n} rows but y has {len(y)}")
+        batch_size = int(batch_size or 32)
+        shuffle = bool(shuffle)
+        self._build(model, x, y, shuffle)
+
+        full, rest = _split(n, batch_size)
+        cbs = keras.callbacks.CallbackList(
+            callbacks,
+            add_history=True,
+            add_progbar=verbose != 0,
+            verbose=verbose,
+            epochs=epochs,
+            steps=full + (1 if rest else 0),
+            model=model,
+        )
+        history = next(c for c in cbs.callbacks if isinstance(c, keras.callbacks.History))
+        x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)
+        val = None
+        if validation_data is not None:
+            vx, vy = validation_data
+            val = (jnp.asarray(np.asarray(vx, dtype=in_dtype)), jnp.asarray(np.asarray(vy)))
+        programs = _Programs(model, batch_size, shuffle)
+
+        model.stop_training = False
+        training_logs: dict = {}
+        cbs.on_train_begin()
+        first = getattr(model, "_initial_epoch", None) or initial_epoch
+        for epoch in range(first, epochs):
+            model.reset_metrics()
+            cbs.on_epoch_begin(epoch)
+            # One permutation per epoch from NumPy's global generator, as Keras's array
+            # adapter draws it: seeded runs shuffle exactly as model.fit does.
+            order = jnp.asarray(np.random.permutation(n).astype("int32")) if shuffle else None
+            state = (
+                _values(model.trainable_variables),
+                _values(model.non_trainable_variables),
+                _values(model.optimizer.variables),
+                _values(model.metrics_variables),
+            )
+            tv, ntv, ov, mv = programs.train_epoch(state, x_dev, y_dev, order)
+            _assign(model.trainable_variables, tv)
+            _assign(model.non_trainable_variables, ntv)
+            _assign(model.optimizer.variables, ov)
+            _assign(model.metrics_variables, mv)
+            epoch_logs = dict(model.get_metrics_result())
+            if val is not None:
+                epoch_logs.update(self._validate(model, programs, cbs, val))
+            cbs.on_epoch_end(epoch, epoch_logs)
+            training_logs = epoch_logs
+            if model.stop_training:
+                break
+        if epochs > 0:
+            model.optimizer.finalize_variable_values(model.trainable_weights)
+        cbs.on_train_end(logs=training_logs)
+        return history
+
+    @staticmethod
+    def _build(model: keras.Model, x: np.ndarray, y: np.ndarray, shuffle: bool) -> None:
+        """Build model, compiled loss/metrics and optimizer as ``model.fit`` does."""
+        unbuilt = (
+            not all(layer.built for layer in model._flatten_layers())
+            or (model._compile_metrics is not None and not model._compile_metrics.built)
+            or (model._compile_loss is not None and not model._compile_loss.built)
+        )
+        if unbuilt:
+            model._symbolic_build(data_batch=(x[:1], y[:1]))
+            if shuffle:
+                # model.fit builds from the first batch of a shuffled epoch, which draws
+                # one permutation: draw it too, so seeded runs shuffle identically.
+                np.random.permutation(len(x))
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+
+    @staticmethod
+    def _validate(model: keras.Model, programs: _Programs, cbs, val) -> dict[str, Any]:
+        model.reset_metrics()
+        cbs.on_test_begin()
+        state = (
+            _values(model.trainable_variables),
+            _values(model.non_trainable_variables),
+            _values(model.metrics_variables),
+        )
+        _tv, _ntv, mv = programs.evaluate(state, *val)
+        _assign(model.metrics_variables, mv)
+        logs = dict(model.get_metrics_result())
+        cbs.on_test_end(logs)
+        return {f"val_{k}": v for k, v in logs.items()}
