@@ -36,10 +36,14 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable
+import logging
+import time
+from typing import Any
 
 import keras
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 __all__ = ["select", "unsupported_reason", "SUPPORTED_LAYERS", "FastRunner"]
 
@@ -250,6 +254,21 @@ def _unrolled_threefry():
             table[prim] = old
 
 
+def _compiler_options() -> dict[str, Any]:
+    """XLA options for the epoch programs: 512-bit vectors where the CPU has AVX-512.
+
+    XLA:CPU emits 256-bit code by default; the optimizer updates and activations of a
+    step are long elementwise loops that run about 13% faster per epoch with 512-bit
+    vectors on AVX-512 machines (compiling takes slightly longer).
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "")
+    except OSError:
+        return {}
+    return {"xla_cpu_prefer_vector_width": 512} if " avx512f" in flags else {}
+
+
 def _split(n: int, batch_size: int) -> tuple[int, int]:
     """(number of full batches, size of the last partial batch or 0)."""
     return n // batch_size, n % batch_size
@@ -279,10 +298,10 @@ def _scan_batches(step, state, x_all, y_all, batch_size: int, order=None):
             state = step(state, x_all[full * bs :], y_all[full * bs :])
         return state
 
-    def gather_body(state, idx):
-        return step(state, x_all[idx], y_all[idx]), None
-
     if full:
+        def gather_body(state, idx):
+            return step(state, x_all[idx], y_all[idx]), None
+
         state, _ = lax.scan(gather_body, state, order[: full * bs].reshape(full, bs))
     if rest:
         idx = order[full * bs :]
@@ -326,16 +345,45 @@ class _Programs:
         if compiled is None:
             from mlnnkit._compile_cache import compile_cached
 
+            t0 = time.perf_counter()
             with _unrolled_threefry():
                 lowered = self._jitted[name].lower(*args)
-            compiled = self._compiled[name] = compile_cached(lowered)
+            t1 = time.perf_counter()
+            compiled = self._compiled[name] = compile_cached(lowered, _compiler_options())
+            log.debug(
+                "%s program: traced and lowered in %.3f s, compiled/loaded in %.3f s",
+                name, t1 - t0, time.perf_counter() - t1,
+            )
         return compiled
 
     def train_epoch(self, state, x_all, y_all, order):
         return self._get("train", state, x_all, y_all, order)(state, x_all, y_all, order)
 
+    def prepare_evaluate(self, state, x_all, y_all) -> None:
+        """Compile the evaluation program now (e.g. while the first epoch runs)."""
+        self._get("eval", state, x_all, y_all)
+
     def evaluate(self, state, x_all, y_all):
         return self._get("eval", state, x_all, y_all)(state, x_all, y_all)
+
+
+def _on_device(a: np.ndarray, dtype=None):
+    """``a`` as a JAX array, without a copy when it is C-contiguous and 64-byte aligned.
+
+    A large training set (Fashion-MNIST is 188 MB in float32) would otherwise be copied
+    at every fit; mlnnkit's loaders hand out aligned arrays (``data.aligned_empty``), and
+    anything else is copied once into an aligned buffer (faster than JAX's own copy).
+    """
+    import jax
+
+    from mlnnkit.data import ALIGNMENT, aligned_empty
+
+    a = np.asarray(a, dtype=dtype)
+    if not a.flags.c_contiguous or a.ctypes.data % ALIGNMENT:
+        b = aligned_empty(a.shape, a.dtype)
+        np.copyto(b, a)
+        a = b
+    return jax.device_put(a, may_alias=True)
 
 
 def _values(variables) -> list:
@@ -396,12 +444,14 @@ class FastRunner:
             model=model,
         )
         history = next(c for c in cbs.callbacks if isinstance(c, keras.callbacks.History))
-        x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)
+        t0 = time.perf_counter()
+        x_dev, y_dev = _on_device(x), _on_device(y)
         val = None
         if validation_data is not None:
             vx, vy = validation_data
-            val = (jnp.asarray(np.asarray(vx, dtype=in_dtype)), jnp.asarray(np.asarray(vy)))
+            val = (_on_device(vx, in_dtype), _on_device(vy))
         programs = _Programs(model, batch_size, shuffle)
+        log.debug("data on device in %.3f s", time.perf_counter() - t0)
 
         model.stop_training = False
         training_logs: dict = {}
@@ -419,12 +469,20 @@ class FastRunner:
                 _values(model.optimizer.variables),
                 _values(model.metrics_variables),
             )
+            t0 = time.perf_counter()
             tv, ntv, ov, mv = programs.train_epoch(state, x_dev, y_dev, order)
+            if val is not None:
+                # JAX dispatches the epoch asynchronously: compile the validation program
+                # while it runs instead of after it.
+                programs.prepare_evaluate((tv, ntv, mv), *val)
             _assign(model.trainable_variables, tv)
             _assign(model.non_trainable_variables, ntv)
             _assign(model.optimizer.variables, ov)
             _assign(model.metrics_variables, mv)
             epoch_logs = dict(model.get_metrics_result())
+            if log.isEnabledFor(logging.DEBUG):
+                keras.ops.convert_to_numpy(mv[0])  # wait for the epoch to finish
+                log.debug("epoch %d: %.3f s", epoch, time.perf_counter() - t0)
             if val is not None:
                 epoch_logs.update(self._validate(model, programs, cbs, val))
             cbs.on_epoch_end(epoch, epoch_logs)

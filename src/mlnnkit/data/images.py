@@ -114,6 +114,15 @@ def load_arrays(name: str, data_dir: Path | None = None) -> dict[str, np.ndarray
     return arrays
 
 
+def _scaled(raw: np.ndarray, scale: float) -> np.ndarray:
+    """``raw / scale`` in float32, in an aligned array (see ``data.aligned_empty``)."""
+    from mlnnkit.data import aligned_empty
+
+    out = aligned_empty(raw.shape, "float32")
+    np.divide(raw, np.float32(scale), out=out, dtype="float32")
+    return out
+
+
 def load(src, base_dir: Path = Path(".")) -> Dataset:
     data_dir = src.data_dir
     if data_dir is not None and not Path(data_dir).is_absolute():
@@ -131,11 +140,10 @@ def load(src, base_dir: Path = Path(".")) -> Dataset:
         x_train, y_train = x_train[: src.train_size], y_train[: src.train_size]
     if src.test_size:
         x_test, y_test = x_test[: src.test_size], y_test[: src.test_size]
-    scale = np.float32(src.scale)
     return Dataset(
-        x_train=(x_train.astype("float32") / scale),
+        x_train=_scaled(x_train, src.scale),
         y_train=np.asarray(y_train, dtype="int32"),
-        x_test=(x_test.astype("float32") / scale),
+        x_test=_scaled(x_test, src.scale),
         y_test=np.asarray(y_test, dtype="int32"),
         description=src.source,
         meta={"classes": src.classes},
