@@ -78,6 +78,15 @@ def cache_key(lowered: Any, compiler_options: dict | None = None) -> str:
     return h.hexdigest()
 
 
+def _compile(lowered: Any, compiler_options: dict | None) -> Any:
+    if compiler_options:
+        try:
+            return lowered.compile(compiler_options)
+        except Exception:  # noqa: BLE001 - an option this XLA does not have: compile plainly
+            pass
+    return lowered.compile()
+
+
 def compile_cached(lowered: Any, compiler_options: dict | None = None) -> Any:
     """``lowered.compile()``, through the on-disk cache when it is on.
 
@@ -86,13 +95,13 @@ def compile_cached(lowered: Any, compiler_options: dict | None = None) -> Any:
     """
     folder = cache_dir()
     if folder is None:
-        return lowered.compile(compiler_options) if compiler_options else lowered.compile()
+        return _compile(lowered, compiler_options)
     from jax.experimental import serialize_executable as se
 
     try:
         key = cache_key(lowered, compiler_options)
     except Exception:  # noqa: BLE001 - no key, no cache
-        return lowered.compile(compiler_options) if compiler_options else lowered.compile()
+        return _compile(lowered, compiler_options)
     path = folder / f"{key}.pkl"
     if path.exists():
         try:
@@ -103,7 +112,7 @@ def compile_cached(lowered: Any, compiler_options: dict | None = None) -> Any:
             return compiled
         except Exception:  # noqa: BLE001 - damaged or stale entry: drop it, compile
             path.unlink(missing_ok=True)
-    compiled = lowered.compile(compiler_options) if compiler_options else lowered.compile()
+    compiled = _compile(lowered, compiler_options)
     try:
         blob = pickle.dumps(se.serialize(compiled), protocol=pickle.HIGHEST_PROTOCOL)
         folder.mkdir(parents=True, exist_ok=True)
