@@ -17,6 +17,11 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 __version__ = "0.1.0"
 
 from mlnnkit.errors import MlnnkitError, UserError  # noqa: E402
+from mlnnkit import _keras_hook  # noqa: E402
+
+# Keras finds mlnnkit's layers (saved in .keras files of imported networks) once it is
+# imported, without `import mlnnkit` importing Keras itself.
+_keras_hook.install()
 
 __all__ = ["MlnnkitError", "UserError", "__version__"]
 

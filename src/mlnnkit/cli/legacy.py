@@ -1,0 +1,220 @@
+"""`mlnnkit inspect`, `import`, `verify`, `export`: legacy raw-weight networks in and out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mlnnkit.cli._app import app
+
+_FORMATS = "ocsmart|ffbp|rawh5"
+
+# rawh5 reading options, shared by inspect, import and verify.
+_WEIGHTS = typer.Option(
+    None, "--weights", help="rawh5: dataset pattern of the weights, {i} = layer number "
+    "(default 'Weights/Layer{i}').", rich_help_panel="rawh5 layout"
+)
+_BIASES = typer.Option(
+    None, "--biases", help="rawh5: dataset pattern of the biases (default 'Bias/Layer{i}'; "
+    "'' for none).", rich_help_panel="rawh5 layout"
+)
+_ACTIVATIONS = typer.Option(
+    None, "--activations", help="rawh5: one per layer, one for all, or hidden,output "
+    "(e.g. tanh,linear).", rich_help_panel="rawh5 layout"
+)
+_TRANSPOSE = typer.Option(
+    None, "--transpose/--no-transpose", help="rawh5: weights stored (in, out) / (out, in) "
+    "(default: found from how the shapes chain).", rich_help_panel="rawh5 layout"
+)
+_NORM_IN = typer.Option(
+    None, "--norm-in", help="rawh5: dataset of [min, max] per input (default: none).",
+    rich_help_panel="rawh5 layout",
+)
+_NORM_OUT = typer.Option(
+    None, "--norm-out", help="rawh5: dataset of [min, max] per output (default: none).",
+    rich_help_panel="rawh5 layout",
+)
+_SCALE_RANGE = typer.Option(
+    None, "--scale-range", help="rawh5: the network's interval for scaled values, lo,hi "
+    "(default -1,1).", rich_help_panel="rawh5 layout"
+)
+_SAMPLES = typer.Option(10_000, "--samples", help="Inputs to compare on, spread over the "
+                        "file's input ranges, edges included.")
+_TOLERANCE = typer.Option(1e-5, "--tolerance", help="Largest error allowed, as a fraction "
+                          "of each output's range.")
+
+
+def _format(value: str | None) -> str | None:
+    return None if value in (None, "", "auto") else value
+
+
+def _read_options(weights, biases, activations, transpose, norm_in, norm_out, scale_range) -> dict:
+    opts = dict(
+        weights=weights, biases=biases, activations=activations, transpose=transpose,
+        norm_in=norm_in, norm_out=norm_out, scale_range=scale_range,
+    )
+    return {k: v for k, v in opts.items() if v is not None}
+
+
+def _report(result, *, full_table: bool) -> None:
+    typer.echo(f"verify: {result.describe()}")
+    if full_table:
+        typer.echo(result.table())
+    elif not result.passed:
+        rows = result.table().splitlines()
+        failing = [rows[0]] + [r for r in rows[1:] if r.endswith("FAIL")]
+        typer.echo("\n".join(failing[:21]))
+    typer.echo(result.summary())
+    note = result.snap_note()
+    if note:
+        typer.echo(note)
+
+
+@app.command()
+def inspect(
+    file: Path = typer.Argument(..., help="Network file: OC-SMART .h5, ffbp .net, raw HDF5, or .keras."),
+    format: str = typer.Option("auto", "--format", help=f"auto|{_FORMATS}|keras."),
+    weights: str = _WEIGHTS,
+    biases: str = _BIASES,
+    activations: str = _ACTIVATIONS,
+    transpose: bool = _TRANSPOSE,
+    norm_in: str = _NORM_IN,
+    norm_out: str = _NORM_OUT,
+    scale_range: str = _SCALE_RANGE,
+) -> None:
+    """Show a network file's format, plane sizes, activations, parameter count, and its
+    inputs and outputs with names and ranges."""
+    from mlnnkit import legacy
+
+    opts = _read_options(weights, biases, activations, transpose, norm_in, norm_out, scale_range)
+    spec = legacy.read(file, _format(format), **opts)
+    typer.echo(f"file:        {file}")
+    typer.echo(spec.describe())
+
+
+@app.command("import")
+def import_(
+    file: Path = typer.Argument(..., help="Network file: OC-SMART .h5, ffbp .net or raw HDF5."),
+    out: Path = typer.Option(..., "--out", "-o", help="Keras model to write (.keras or .h5)."),
+    format: str = typer.Option("auto", "--format", help=f"auto|{_FORMATS}."),
+    dtype: str = typer.Option(
+        None, "--dtype", help="float32|float64 (default float32; float64 with --sigmoid snap)."
+    ),
+    sigmoid: str = typer.Option(
+        "exact", "--sigmoid", help="exact|snap: the exact sigmoid (what the network means) or "
+        "SNAP's tabulated one (to reproduce SNAP's numbers exactly)."
+    ),
+    samples: int = _SAMPLES,
+    tolerance: float = _TOLERANCE,
+    weights: str = _WEIGHTS,
+    biases: str = _BIASES,
+    activations: str = _ACTIVATIONS,
+    transpose: bool = _TRANSPOSE,
+    norm_in: str = _NORM_IN,
+    norm_out: str = _NORM_OUT,
+    scale_range: str = _SCALE_RANGE,
+) -> None:
+    """Import a legacy network as a Keras model (input scaling -> Dense layers -> output
+    scaling), verify it against the file's own float64 math, and write it only if it
+    passes."""
+    from mlnnkit import legacy
+    from mlnnkit.errors import UserError, VerificationError
+    from mlnnkit.train import save_model
+
+    if not out.name.lower().endswith((".keras", ".h5")):
+        raise UserError(
+            f"--out {out}: write the Keras model as .keras (or .h5); to write a legacy "
+            "format use `mlnnkit export`"
+        )
+    opts = _read_options(weights, biases, activations, transpose, norm_in, norm_out, scale_range)
+    spec = legacy.read(file, _format(format), **opts)
+    typer.echo(f"read {spec.source_format} network {file}: {spec.summary()}")
+    dtype = dtype or ("float64" if sigmoid == "snap" else "float32")
+    model = legacy.to_keras(spec, dtype, sigmoid=sigmoid, name=file.stem)
+    result = legacy.verify(model, spec, samples=samples, tolerance=tolerance)
+    _report(result, full_table=False)
+    if not result.passed:
+        hint = (
+            "; float32 arithmetic is not precise enough for this network: import with "
+            "--dtype float64 (or accept the error with --tolerance)"
+            if dtype == "float32"
+            else ""
+        )
+        raise VerificationError(
+            f"{file}: the imported model does not pass verify (max error "
+            f"{result.max_rel_error:.3g} of range > tolerance {tolerance:g}); nothing written"
+            + hint
+        )
+    save_model(model, out)
+    typer.echo(f"wrote {out} ({dtype}, {model.count_params():,} parameters)")
+
+
+@app.command()
+def verify(
+    model: Path = typer.Argument(..., help="Keras model (.keras or .h5)."),
+    file: Path = typer.Argument(..., help="The legacy network file to compare with."),
+    samples: int = _SAMPLES,
+    tolerance: float = _TOLERANCE,
+    seed: int = typer.Option(0, "--seed", help="Seed of the random inputs."),
+    format: str = typer.Option("auto", "--format", help=f"auto|{_FORMATS}."),
+    weights: str = _WEIGHTS,
+    biases: str = _BIASES,
+    activations: str = _ACTIVATIONS,
+    transpose: bool = _TRANSPOSE,
+    norm_in: str = _NORM_IN,
+    norm_out: str = _NORM_OUT,
+    scale_range: str = _SCALE_RANGE,
+) -> None:
+    """Compare a Keras model with an independent float64 NumPy forward pass of a legacy
+    file on inputs spread over its ranges; print per output the max absolute error and
+    the max error relative to the output's range; exit 1 above --tolerance."""
+    from mlnnkit import legacy
+    from mlnnkit.errors import VerificationError
+    from mlnnkit.models import load_model
+
+    m = load_model(model, compile=False)
+    opts = _read_options(weights, biases, activations, transpose, norm_in, norm_out, scale_range)
+    result = legacy.verify(
+        m, file, samples=samples, tolerance=tolerance, seed=seed, format=_format(format), **opts
+    )
+    _report(result, full_table=True)
+    if not result.passed:
+        raise VerificationError(
+            f"{model} does not compute what {file} computes: max error "
+            f"{result.max_rel_error:.3g} of range > tolerance {tolerance:g}"
+        )
+
+
+@app.command()
+def export(
+    model: Path = typer.Argument(..., help="Keras model (.keras or .h5) of Dense layers."),
+    out: Path = typer.Option(..., "--out", "-o", help="Legacy network file to write."),
+    format: str = typer.Option(
+        None, "--format", help=f"{_FORMATS} (default: the format the model was imported from)."
+    ),
+    samples: int = _SAMPLES,
+    tolerance: float = _TOLERANCE,
+    weights: str = _WEIGHTS,
+    biases: str = _BIASES,
+    transpose: bool = _TRANSPOSE,
+    norm_in: str = _NORM_IN,
+    norm_out: str = _NORM_OUT,
+) -> None:
+    """Write a model (imported, fine-tuned, or built from compatible Dense layers) in a
+    legacy format; the written file is read back and verified against the model, and
+    nothing is left behind if anything fails."""
+    from mlnnkit import legacy
+    from mlnnkit.errors import UserError
+    from mlnnkit.models import load_model
+
+    m = load_model(model, compile=False)
+    fmt = _format(format) or legacy.source_format(m)
+    if fmt is None:
+        raise UserError(f"{model} was not imported from a legacy file: pass --format {_FORMATS}")
+    opts = dict(weights=weights, biases=biases, transpose=transpose, norm_in=norm_in, norm_out=norm_out)
+    result = legacy.save(m, out, fmt, samples=samples, tolerance=tolerance, **opts)
+    spec = legacy.read(out, fmt)
+    typer.echo(f"wrote {fmt} file {out}: {spec.summary()}")
+    typer.echo(f"check: {result.describe()}")
+    typer.echo(result.summary())
