@@ -10,7 +10,8 @@ import h5py
 import keras
 import numpy as np
 import pytest
-from _legacy_nets import (
+from _legacy_nets import (  # noqa: F401 (_no_float64_leak is an autouse fixture)
+    _no_float64_leak,
     ffbp_forward,
     inputs_within,
     ocsmart_forward,

@@ -46,3 +46,24 @@ def is_float64(dtype) -> bool:
     """True for ``"float64"``, ``numpy.float64`` or a Keras dtype policy of float64."""
     name = getattr(dtype, "compute_dtype", None) or getattr(dtype, "name", None) or str(dtype)
     return "float64" in str(name)
+
+
+def disable_float64() -> None:
+    """Undo :func:`enable_float64` (JAX's and Keras's 32-bit defaults again).
+
+    For test suites that must not leak 64-bit mode into later tests; float64 models
+    built before compute in float32 afterwards.
+    """
+    if os.environ.get("KERAS_BACKEND", "jax") != "jax":
+        return
+    import jax
+
+    if jax.config.jax_enable_x64:
+        jax.config.update("jax_enable_x64", False)
+    try:
+        from keras.src.backend.common import dtypes
+    except ImportError:
+        return
+    table = getattr(dtypes, "BIT64_TO_BIT32_DTYPE", None)
+    if isinstance(table, dict) and table.get("float64") == "float64":
+        table["float64"] = "float32"
