@@ -28,11 +28,11 @@ _TRANSPOSE = typer.Option(
     "(default: found from how the shapes chain).", rich_help_panel="rawh5 layout"
 )
 _NORM_IN = typer.Option(
-    None, "--norm-in", help="rawh5: dataset of [min, max] per input (default: none).",
+    None, "--norm-in", help="rawh5: dataset of \\[min, max] per input (default: none).",
     rich_help_panel="rawh5 layout",
 )
 _NORM_OUT = typer.Option(
-    None, "--norm-out", help="rawh5: dataset of [min, max] per output (default: none).",
+    None, "--norm-out", help="rawh5: dataset of \\[min, max] per output (default: none).",
     rich_help_panel="rawh5 layout",
 )
 _SCALE_RANGE = typer.Option(
@@ -83,8 +83,10 @@ def inspect(
     norm_out: str = _NORM_OUT,
     scale_range: str = _SCALE_RANGE,
 ) -> None:
-    """Show a network file's format, plane sizes, activations, parameter count, and its
-    inputs and outputs with names and ranges."""
+    """Show a network file: format, planes, activations, parameters, inputs and outputs.
+
+    Inputs and outputs are listed with their names and ranges when the file has them.
+    """
     from mlnnkit import legacy
 
     opts = _read_options(weights, biases, activations, transpose, norm_in, norm_out, scale_range)
@@ -115,9 +117,12 @@ def import_(
     norm_out: str = _NORM_OUT,
     scale_range: str = _SCALE_RANGE,
 ) -> None:
-    """Import a legacy network as a Keras model (input scaling -> Dense layers -> output
-    scaling), verify it against the file's own float64 math, and write it only if it
-    passes."""
+    """Import a legacy network as a Keras model, verified against the file's own math.
+
+    The model is input scaling -> Dense layers -> output scaling. It is compared with an
+    independent float64 NumPy forward pass of the file (as `mlnnkit verify` does) and
+    written only if it passes.
+    """
     from mlnnkit import legacy
     from mlnnkit.errors import UserError, VerificationError
     from mlnnkit.train import save_model
@@ -166,9 +171,13 @@ def verify(
     norm_out: str = _NORM_OUT,
     scale_range: str = _SCALE_RANGE,
 ) -> None:
-    """Compare a Keras model with an independent float64 NumPy forward pass of a legacy
-    file on inputs spread over its ranges; print per output the max absolute error and
-    the max error relative to the output's range; exit 1 above --tolerance."""
+    """Check that a Keras model computes what a legacy network file computes.
+
+    Both are evaluated on inputs spread over the file's input ranges (edges included),
+    the file by an independent float64 NumPy forward pass; per output, the max absolute
+    error and the max error relative to the output's range are printed. Exit status 1
+    above --tolerance.
+    """
     from mlnnkit import legacy
     from mlnnkit.errors import VerificationError
     from mlnnkit.models import load_model
@@ -201,9 +210,12 @@ def export(
     norm_in: str = _NORM_IN,
     norm_out: str = _NORM_OUT,
 ) -> None:
-    """Write a model (imported, fine-tuned, or built from compatible Dense layers) in a
-    legacy format; the written file is read back and verified against the model, and
-    nothing is left behind if anything fails."""
+    """Write a model back to a legacy format (ocsmart, ffbp or rawh5), verified.
+
+    The model may be imported, fine-tuned, or built from compatible Dense layers. The
+    written file is read back and verified against the model; if anything fails, no file
+    is left behind.
+    """
     from mlnnkit import legacy
     from mlnnkit.errors import UserError
     from mlnnkit.models import load_model

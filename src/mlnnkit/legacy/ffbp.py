@@ -236,8 +236,8 @@ def check_writable(spec: NetworkSpec) -> None:
     if any(a != "sigmoid" for a in spec.activations):
         raise UserError(
             "ffbp networks use the logistic sigmoid on every plane, the output included; "
-            f"this network has {','.join(spec.activations)}. Export it to a format that has "
-            "its activations (ocsmart: tanh hidden layers, linear output)"
+            f"this network has {','.join(spec.activations)}: export it as rawh5 (any "
+            "activations), or as ocsmart if it has tanh hidden layers and a linear output"
         )
     for side, s in (("inputs", spec.input_scaling), ("outputs", spec.output_scaling)):
         if s is not None and s.target != TARGET:

@@ -131,8 +131,8 @@ def check_writable(spec: NetworkSpec) -> None:
     if spec.activations != want:
         raise UserError(
             f"OC-SMART networks use tanh on every hidden layer and a linear output layer "
-            f"({','.join(want)}); this network has {','.join(spec.activations)}. "
-            "Export it to a format that has its activations (ffbp: sigmoid everywhere)"
+            f"({','.join(want)}); this network has {','.join(spec.activations)}: export it "
+            "as rawh5 (any activations), or as ffbp if it uses sigmoid everywhere"
         )
     for side, s in (("inputs", spec.input_scaling), ("outputs", spec.output_scaling)):
         if s is not None and s.target != TARGET:

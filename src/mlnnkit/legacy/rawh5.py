@@ -191,7 +191,8 @@ def read(
                 if not _hdf5.has(f, name):
                     raise UserError(
                         f"{p}: dataset {name!r} not found: the weights pattern {weights!r} "
-                        f"matches {len(ws)} layers, each needs a bias"
+                        f"matches {len(ws)} layers, each needs a bias: pass --biases PATTERN, "
+                        "or --biases '' if the network has none"
                     )
                 b_names[k] = name
                 bs[k] = _hdf5.read_array(f, name, p)
