@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def _no_float64_leak():
 def random_net(sizes, seed=0, scale=0.5):
     """Weights (out, in) and biases for planes ``sizes``, small enough to stay unsaturated."""
     rng = np.random.default_rng(seed)
-    ws = [rng.normal(0, scale / math.sqrt(a), (b, a)) for a, b in zip(sizes[:-1], sizes[1:])]
+    ws = [rng.normal(0, scale / math.sqrt(a), (b, a)) for a, b in itertools.pairwise(sizes)]
     bs = [rng.normal(0, 0.1, b) for b in sizes[1:]]
     return ws, bs
 
@@ -82,10 +83,16 @@ def ffbp_text(sizes, seed=0, *, names=True, trailing_newline=True):
     lines = ["problem: /data/test/generated", "saved at Mon Jan  1 00:00:00 2024", ""]
     lines.append(f"the net has {sizes[0]} inputs:")
     if names:
-        lines += [f"input {i + 1:2d} is in_{i} var in [{lo_in[i]:f},{hi_in[i]:f}]" for i in range(sizes[0])]
+        lines += [
+            f"input {i + 1:2d} is in_{i} var in [{lo_in[i]:f},{hi_in[i]:f}]"
+            for i in range(sizes[0])
+        ]
     lines.append(f"the net has {sizes[-1]} outputs:")
     if names:
-        lines += [f"output {i + 1:2d} is out_{i} in [{lo_out[i]:f},{hi_out[i]:f}]" for i in range(sizes[-1])]
+        lines += [
+            f"output {i + 1:2d} is out_{i} in [{lo_out[i]:f},{hi_out[i]:f}]"
+            for i in range(sizes[-1])
+        ]
     lines += ["", "ranges repeated for easier input", "#", str(sizes[0])]
     lines += [f"{float(a)!r} {float(b)!r}" for a, b in zip(lo_in, hi_in)]
     lines += [str(sizes[-1])]
@@ -108,7 +115,10 @@ def ffbp_forward(ws, bs, rin, rout, x):
     for row in np.asarray(x, dtype=np.float64):
         a = [(row[i] - rin[0][i]) / (rin[1][i] - rin[0][i]) for i in range(len(row))]
         for w, b in zip(ws, bs):
-            a = [1 / (1 + math.exp(-(b[j] + sum(w[j, i] * a[i] for i in range(len(a)))))) for j in range(len(b))]
+            a = [
+                1 / (1 + math.exp(-(b[j] + sum(w[j, i] * a[i] for i in range(len(a))))))
+                for j in range(len(b))
+            ]
         out.append([a[j] * (rout[1][j] - rout[0][j]) + rout[0][j] for j in range(len(a))])
     return np.asarray(out)
 

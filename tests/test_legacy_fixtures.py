@@ -38,13 +38,17 @@ def test_fixture_float64_import_verify_export_reimport(cli, fixtures_dir, tmp_pa
     rel, sizes = FIXTURES[name]
     src = fixtures_dir / rel
     fmt = "ocsmart" if src.suffix.lower() == ".h5" else "ffbp"
-    code, out, err = cli("import", src, "-o", tmp_path / "m.keras", "--dtype", "float64", "--samples", SAMPLES)
+    code, out, err = cli(
+        "import", src, "-o", tmp_path / "m.keras", "--dtype", "float64", "--samples", SAMPLES
+    )
     assert code == 0, err
     assert f"read {fmt} network" in out and "planes " + "-".join(map(str, sizes)) in out
     m = re.search(r"passed: max error (\S+) of range", out)
     assert m and float(m.group(1)) < 1e-12, out
 
-    code, out, err = cli("export", tmp_path / "m.keras", "-o", tmp_path / f"back{src.suffix}", "--samples", SAMPLES)
+    code, _, err = cli(
+        "export", tmp_path / "m.keras", "-o", tmp_path / f"back{src.suffix}", "--samples", SAMPLES
+    )
     assert code == 0, err
     orig, back = legacy.read(src), legacy.read(tmp_path / f"back{src.suffix}")
     for a, b in zip(orig.weights + orig.biases, back.weights + back.biases):
@@ -69,28 +73,40 @@ def test_fixture_float32_import_verify_export_reimport(cli, fixtures_dir, tmp_pa
     # float32 arithmetic: well inside 1e-5 of range except on the ill-conditioned MERIS
     # net, which is at about 1e-5 (see docs/legacy.md); there import needs --dtype float64.
     assert result.max_rel_error < 3e-5
-    code, out, err = cli("import", src, "-o", tmp_path / "m.keras", "--samples", SAMPLES)
+    code, _, err = cli("import", src, "-o", tmp_path / "m.keras", "--samples", SAMPLES)
     if not result.passed:
         assert code == 1 and "--dtype float64" in err and not (tmp_path / "m.keras").exists()
         return
     assert code == 0, err
-    code, _, err = cli("export", tmp_path / "m.keras", "-o", tmp_path / f"back{src.suffix}", "--samples", SAMPLES)
+    code, _, err = cli(
+        "export", tmp_path / "m.keras", "-o", tmp_path / f"back{src.suffix}", "--samples", SAMPLES
+    )
     assert code == 0, err
     back = legacy.read(tmp_path / f"back{src.suffix}")
     for a, b in zip(spec.weights + spec.biases, back.weights + back.biases):
-        np.testing.assert_array_equal(a.astype(np.float32), b.astype(np.float32))  # float32 rounding
+        np.testing.assert_array_equal(
+            a.astype(np.float32), b.astype(np.float32)
+        )  # float32 rounding
     first = load_model(tmp_path / "m.keras", compile=False)
-    code, _, err = cli("import", tmp_path / f"back{src.suffix}", "-o", tmp_path / "again.keras", "--samples", "200")
+    code, _, err = cli(
+        "import", tmp_path / f"back{src.suffix}", "-o", tmp_path / "again.keras", "--samples", "200"
+    )
     assert code == 0, err
     again = load_model(tmp_path / "again.keras", compile=False)
-    x = reference.sample_inputs(spec.input_scaling.minimum, spec.input_scaling.maximum, 500, seed=4).astype("float32")
+    x = reference.sample_inputs(
+        spec.input_scaling.minimum, spec.input_scaling.maximum, 500, seed=4
+    ).astype("float32")
     np.testing.assert_array_equal(first.predict(x, verbose=0), again.predict(x, verbose=0))
 
 
 @pytest.mark.parametrize("name", [n for n in FIXTURES if FIXTURES[n][0].endswith(".net")])
-def test_fixture_ffbp_snap_table_is_reproduced_and_its_difference_stated(cli, fixtures_dir, tmp_path, name):
+def test_fixture_ffbp_snap_table_is_reproduced_and_its_difference_stated(
+    cli, fixtures_dir, tmp_path, name
+):
     src = fixtures_dir / FIXTURES[name][0]
-    code, out, err = cli("import", src, "-o", tmp_path / "snap.keras", "--sigmoid", "snap", "--samples", SAMPLES)
+    code, out, err = cli(
+        "import", src, "-o", tmp_path / "snap.keras", "--sigmoid", "snap", "--samples", SAMPLES
+    )
     assert code == 0, err
     assert re.search(r"passed: max error \S+ of range", out)
     m = re.search(r"differ from the exact sigmoid's by up to (\S+) of the output range", out)
@@ -98,7 +114,9 @@ def test_fixture_ffbp_snap_table_is_reproduced_and_its_difference_stated(cli, fi
     spec = legacy.read(src)
     x = reference.sample_inputs(spec.input_scaling.minimum, spec.input_scaling.maximum, 300, seed=5)
     snap = load_model(tmp_path / "snap.keras", compile=False)
-    np.testing.assert_allclose(_predict(snap, x), reference.forward(spec, x, "snap"), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        _predict(snap, x), reference.forward(spec, x, "snap"), rtol=1e-12, atol=1e-12
+    )
 
 
 def test_fixture_pace_keeps_ocsmart_layout(fixtures_dir, tmp_path):
@@ -108,5 +126,5 @@ def test_fixture_pace_keeps_ocsmart_layout(fixtures_dir, tmp_path):
     with h5py.File(src) as a, h5py.File(tmp_path / "pace.h5") as b:
         for name in ("Layers", "Norm_in", "Norm_out", "Weights/Layer2", "Bias/Layer4"):
             assert a[name].shape == b[name].shape and a[name].dtype == b[name].dtype
-    mins, maxs, names = legacy.input_ranges(model)
+    mins, _, names = legacy.input_ranges(model)
     assert len(mins) == 111 and names[0] == "input_1" and legacy.source_format(model) == "ocsmart"

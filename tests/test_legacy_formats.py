@@ -34,11 +34,15 @@ def test_ocsmart_read_and_reference_match_the_formats_math(tmp_path, sizes):
     for k, w in enumerate(spec.weights, start=1):
         np.testing.assert_array_equal(w, data[f"Weights/Layer{k}"])  # (out, in) as stored
     x = inputs_within(data["Norm_in"][:, 0], data["Norm_in"][:, 1], 5)
-    np.testing.assert_allclose(reference.forward(spec, x), ocsmart_forward(data, x), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        reference.forward(spec, x), ocsmart_forward(data, x), rtol=1e-12, atol=1e-12
+    )
     assert legacy.detect_format(path) == "ocsmart"
 
 
-@pytest.mark.parametrize("sizes", [[5, 4, 3], [3, 6, 6, 2], [2, 1]], ids=lambda s: "-".join(map(str, s)))
+@pytest.mark.parametrize(
+    "sizes", [[5, 4, 3], [3, 6, 6, 2], [2, 1]], ids=lambda s: "-".join(map(str, s))
+)
 def test_ffbp_read_and_reference_match_the_formats_math(tmp_path, sizes):
     path = tmp_path / "net.net"
     ws, bs, rin, rout = write_ffbp(path, sizes, seed=len(sizes), trailing_newline=len(sizes) != 3)
@@ -48,7 +52,9 @@ def test_ffbp_read_and_reference_match_the_formats_math(tmp_path, sizes):
     assert spec.output_names == [f"out_{i}" for i in range(sizes[-1])]
     assert spec.header.startswith("problem: /data/test/generated")
     x = inputs_within(rin[0], rin[1], 5)
-    np.testing.assert_allclose(reference.forward(spec, x), ffbp_forward(ws, bs, rin, rout, x), rtol=1e-12)
+    np.testing.assert_allclose(
+        reference.forward(spec, x), ffbp_forward(ws, bs, rin, rout, x), rtol=1e-12
+    )
     assert legacy.detect_format(path) == "ffbp"
 
 
@@ -136,7 +142,9 @@ def test_writers_refuse_what_the_format_cannot_express():
 # ---- rawh5 -------------------------------------------------------------------------
 
 
-def _write_raw(path, ws, bs, *, keras_orientation=False, start=1, names=("W{i}", "b{i}"), norm=None):
+def _write_raw(
+    path, ws, bs, *, keras_orientation=False, start=1, names=("W{i}", "b{i}"), norm=None
+):
     with h5py.File(path, "w") as f:
         for k, (w, b) in enumerate(zip(ws, bs), start=start):
             f[names[0].format(i=k)] = w.T if keras_orientation else w
@@ -163,14 +171,18 @@ def test_rawh5_square_layers_need_an_explicit_orientation(tmp_path):
     _write_raw(tmp_path / "sq.h5", ws, bs)
     with pytest.raises(UserError, match="--no-transpose if they are stored \\(out, in\\)"):
         rawh5.read(tmp_path / "sq.h5", weights="W{i}", biases="b{i}", activations="tanh,linear")
-    spec = rawh5.read(tmp_path / "sq.h5", weights="W{i}", biases="b{i}", activations="tanh,linear", transpose=True)
+    spec = rawh5.read(
+        tmp_path / "sq.h5", weights="W{i}", biases="b{i}", activations="tanh,linear", transpose=True
+    )
     np.testing.assert_array_equal(spec.weights[1], ws[1].T)
 
 
 def test_rawh5_activations_per_layer_pair_or_one(tmp_path):
     ws, bs = random_net([3, 4, 4, 4, 2])
     _write_raw(tmp_path / "r.h5", ws, bs)
-    read = lambda acts: rawh5.read(tmp_path / "r.h5", weights="W{i}", biases="b{i}", activations=acts)  # noqa: E731
+    read = lambda acts: rawh5.read(
+        tmp_path / "r.h5", weights="W{i}", biases="b{i}", activations=acts
+    )
     assert read("tansig,purelin").activations == ["tanh", "tanh", "tanh", "linear"]
     assert read("relu").activations == ["relu"] * 4
     assert read("relu,tanh,sigmoid,linear").activations == ["relu", "tanh", "sigmoid", "linear"]
@@ -184,8 +196,13 @@ def test_rawh5_scaling_datasets_and_range(tmp_path):
     norm = {"norm/x": np.stack([lo, hi]), "norm/y": np.array([[0.0, 10.0], [-1.0, 1.0]])}
     _write_raw(tmp_path / "r.h5", ws, bs, norm=norm)
     spec = rawh5.read(
-        tmp_path / "r.h5", weights="W{i}", biases="b{i}", activations="sigmoid",
-        norm_in="norm/x", norm_out="norm/y", scale_range="0,1",
+        tmp_path / "r.h5",
+        weights="W{i}",
+        biases="b{i}",
+        activations="sigmoid",
+        norm_in="norm/x",
+        norm_out="norm/y",
+        scale_range="0,1",
     )
     np.testing.assert_array_equal(spec.input_scaling.minimum, lo)  # (2, n) accepted
     np.testing.assert_array_equal(spec.output_scaling.maximum, [10.0, 1.0])  # (n, 2)
@@ -218,7 +235,10 @@ def test_snap_sigmoid_follows_formats_md():
         i = int((t + 10) / delta)  # Python's int() truncates toward zero, like Java's cast
         assert reference.snap_sigmoid(np.array([t]))[0] == table[min(max(i, 0), 99999)]
     assert reference.snap_sigmoid(np.array([-50.0, -10.00001, 10.0, 50.0])).tolist() == [
-        table[0], table[0], table[99999], table[99999]
+        table[0],
+        table[0],
+        table[99999],
+        table[99999],
     ]
     t = np.linspace(-9, 9, 10001)
     assert np.max(np.abs(reference.snap_sigmoid(t) - reference.exact_sigmoid(t))) < 5.1e-5

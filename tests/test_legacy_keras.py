@@ -30,7 +30,9 @@ SEED_SIZES = [7, 100, 1]
 def _h5_arrays(path):
     out = {}
     with h5py.File(path) as f:
-        f.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
+        f.visititems(
+            lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None
+        )
     return out
 
 
@@ -38,13 +40,17 @@ def test_seed_hand_built_model_predicts_the_same_as_import(cli, tmp_path):
     src = tmp_path / "Lrc_rrsNN.h5"
     data = write_ocsmart(src, SEED_SIZES, seed=3)
     # The seed's way: a Dense stack on inputs the user scales, weights set by hand.
-    hand = keras.Sequential([keras.Input((7,)), keras.layers.Dense(100, activation="tanh"), keras.layers.Dense(1)])
+    hand = keras.Sequential(
+        [keras.Input((7,)), keras.layers.Dense(100, activation="tanh"), keras.layers.Dense(1)]
+    )
     for layer, k in zip(hand.layers, (1, 2)):
         layer.set_weights([data[f"Weights/Layer{k}"].T, data[f"Bias/Layer{k}"].flatten()])
     nin, nout = data["Norm_in"], data["Norm_out"]
     x = inputs_within(nin[:, 0], nin[:, 1], 200)
     xs = 2 * (x - nin[:, 0]) / (nin[:, 1] - nin[:, 0]) - 1
-    y_hand = (hand.predict(xs.astype("float32"), verbose=0) + 1) / 2 * (nout[:, 1] - nout[:, 0]) + nout[:, 0]
+    y_hand = (hand.predict(xs.astype("float32"), verbose=0) + 1) / 2 * (
+        nout[:, 1] - nout[:, 0]
+    ) + nout[:, 0]
 
     code, out, err = cli("import", src, "-o", tmp_path / "m.keras", "--samples", "500")
     assert code == 0, err
@@ -55,8 +61,16 @@ def test_seed_hand_built_model_predicts_the_same_as_import(cli, tmp_path):
     assert np.max(np.abs(y_import - y_hand)) / span[0] < 2e-6
     y_true = ocsmart_forward(data, x[:20])
     assert np.max(np.abs(y_import[:20] - y_true)) / span[0] < 2e-6
-    assert [l.name for l in model.layers] == ["inputs", "input_scaling", "dense_1", "dense_2", "output_scaling"]
-    np.testing.assert_array_equal(model.get_layer("dense_1").kernel.numpy(), data["Weights/Layer1"].T.astype("float32"))
+    assert [l.name for l in model.layers] == [
+        "inputs",
+        "input_scaling",
+        "dense_1",
+        "dense_2",
+        "output_scaling",
+    ]
+    np.testing.assert_array_equal(
+        model.get_layer("dense_1").kernel.numpy(), data["Weights/Layer1"].T.astype("float32")
+    )
 
 
 @pytest.mark.parametrize("sizes", [[7, 100, 1], [5, 8, 6, 3]], ids=lambda s: "-".join(map(str, s)))
@@ -78,7 +92,9 @@ def test_ocsmart_round_trip_float32_and_float64(cli, tmp_path, sizes):
             if dtype == "float64":
                 np.testing.assert_array_equal(got[name], arr, err_msg=name)
             else:
-                np.testing.assert_array_equal(got[name].astype(np.float32), arr.astype(np.float32), err_msg=name)
+                np.testing.assert_array_equal(
+                    got[name].astype(np.float32), arr.astype(np.float32), err_msg=name
+                )
         code, out, _ = cli("verify", model_path, back, "--samples", "300")
         assert code == 0 and "passed" in out
 
@@ -92,11 +108,15 @@ def test_ffbp_round_trip_and_snap_sigmoid(cli, tmp_path):
     model = load_model(tmp_path / "m.keras", compile=False)
     x = inputs_within(rin[0], rin[1], 30)
     span = rout[1] - rout[0]
-    np.testing.assert_array_less(np.abs(model.predict(x, verbose=0) - ffbp_forward(ws, bs, rin, rout, x)) / span, 2e-6)
+    np.testing.assert_array_less(
+        np.abs(model.predict(x, verbose=0) - ffbp_forward(ws, bs, rin, rout, x)) / span, 2e-6
+    )
     assert legacy.input_ranges(model)[2] == [f"in_{i} var" for i in range(5)]
     assert legacy.source_format(model) == "ffbp"
 
-    code, out, err = cli("export", tmp_path / "m.keras", "-o", tmp_path / "back.net", "--samples", "400")
+    code, out, err = cli(
+        "export", tmp_path / "m.keras", "-o", tmp_path / "back.net", "--samples", "400"
+    )
     assert code == 0, err
     back, orig = ffbp.read(tmp_path / "back.net"), ffbp.read(src)
     assert back.header == orig.header and back.input_names == orig.input_names
@@ -104,9 +124,15 @@ def test_ffbp_round_trip_and_snap_sigmoid(cli, tmp_path):
         np.testing.assert_array_equal(a.astype(np.float32), b.astype(np.float32))
 
     # --sigmoid snap: SNAP's table, float64 by default, matches the table reference exactly
-    code, out, err = cli("import", src, "-o", tmp_path / "snap.keras", "--sigmoid", "snap", "--samples", "400")
+    code, out, err = cli(
+        "import", src, "-o", tmp_path / "snap.keras", "--sigmoid", "snap", "--samples", "400"
+    )
     assert code == 0, err
-    assert "float64 model" in out and "SNAP's tabulated sigmoid" in out and "also uses the table" in out
+    assert (
+        "float64 model" in out
+        and "SNAP's tabulated sigmoid" in out
+        and "also uses the table" in out
+    )
     snap = load_model(tmp_path / "snap.keras", compile=False)
     assert snap.get_layer("dense_1").activation is snap_sigmoid
     spec = ffbp.read(src)
@@ -114,7 +140,9 @@ def test_ffbp_round_trip_and_snap_sigmoid(cli, tmp_path):
     got = keras.ops.convert_to_numpy(snap(keras.ops.convert_to_tensor(x)))
     np.testing.assert_allclose(got, r_snap, rtol=0, atol=1e-12 * span.max())
     assert np.max(np.abs(r_snap - reference.forward(spec, x))) > 1e-7  # the two do differ
-    code, out, _ = cli("export", tmp_path / "snap.keras", "-o", tmp_path / "snap.net", "--samples", "400")
+    code, out, _ = cli(
+        "export", tmp_path / "snap.keras", "-o", tmp_path / "snap.net", "--samples", "400"
+    )
     assert code == 0 and "passed" in out
     for a, b in zip(ffbp.read(tmp_path / "snap.net").weights, spec.weights):
         np.testing.assert_array_equal(a, b)
@@ -131,8 +159,22 @@ def test_rawh5_import_with_patterns_and_export(cli, tmp_path):
             f[f"model/bias_{i}"] = b
         f["x_range"] = np.array([[0.0, 1.0], [10.0, 20.0], [-5.0, 5.0]])
     code, out, err = cli(
-        "import", src, "-o", tmp_path / "m.keras", "--format", "rawh5", "--weights", "model/kernel_{i}",
-        "--biases", "model/bias_{i}", "--activations", "relu,linear", "--norm-in", "x_range", "--samples", "300",
+        "import",
+        src,
+        "-o",
+        tmp_path / "m.keras",
+        "--format",
+        "rawh5",
+        "--weights",
+        "model/kernel_{i}",
+        "--biases",
+        "model/bias_{i}",
+        "--activations",
+        "relu,linear",
+        "--norm-in",
+        "x_range",
+        "--samples",
+        "300",
     )
     assert code == 0, err
     assert "activations relu x2, linear" in out and "passed" in out
@@ -147,11 +189,15 @@ def test_rawh5_import_with_patterns_and_export(cli, tmp_path):
     code, out, err = cli("verify", tmp_path / "m.keras", src, "--samples", "300")
     assert code == 0 and "passed" in out, err
     # rawh5 export keeps the source layout; ocsmart refuses relu
-    code, out, err = cli("export", tmp_path / "m.keras", "-o", tmp_path / "back.h5", "--samples", "300")
+    code, out, err = cli(
+        "export", tmp_path / "m.keras", "-o", tmp_path / "back.h5", "--samples", "300"
+    )
     assert code == 0, err
     with h5py.File(tmp_path / "back.h5") as f:
         np.testing.assert_array_equal(f["model/kernel_1"][()], ws[0].T.astype(np.float32))
-    code, _, err = cli("export", tmp_path / "m.keras", "-o", tmp_path / "x.h5", "--format", "ocsmart")
+    code, _, err = cli(
+        "export", tmp_path / "m.keras", "-o", tmp_path / "x.h5", "--format", "ocsmart"
+    )
     assert code == 2 and "tanh on every hidden layer" in err and "relu" in err
     assert not (tmp_path / "x.h5").exists()
 
@@ -165,25 +211,54 @@ def test_export_from_scratch_model_and_refusals(cli, tmp_path):
     outputs = keras.layers.Dense(2)(x)
     scratch = keras.Model(inputs, outputs)
     scratch.save(tmp_path / "scratch.keras")
-    code, out, err = cli("export", tmp_path / "scratch.keras", "-o", tmp_path / "s.h5", "--format", "ocsmart", "--samples", "200")
+    code, _, err = cli(
+        "export",
+        tmp_path / "scratch.keras",
+        "-o",
+        tmp_path / "s.h5",
+        "--format",
+        "ocsmart",
+        "--samples",
+        "200",
+    )
     assert code == 0, err
     spec = ocsmart.read(tmp_path / "s.h5")
     assert spec.sizes == [4, 8, 5, 2] and spec.activations == ["tanh", "tanh", "linear"]
     np.testing.assert_array_equal(spec.input_scaling.minimum, -np.ones(4))  # identity ranges
     xin = np.random.default_rng(0).uniform(-1, 1, (10, 4))
-    np.testing.assert_allclose(reference.forward(spec, xin), scratch.predict(xin, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(
+        reference.forward(spec, xin), scratch.predict(xin, verbose=0), atol=1e-5
+    )
     assert legacy.source_format(scratch) is None and legacy.input_ranges(scratch) is None
 
     code, _, err = cli("export", tmp_path / "scratch.keras", "-o", tmp_path / "s2.h5")
     assert code == 2 and "pass --format" in err
 
-    conv = keras.Sequential([keras.Input((6, 1)), keras.layers.Conv1D(2, 3), keras.layers.Flatten(), keras.layers.Dense(1)])
+    conv = keras.Sequential(
+        [
+            keras.Input((6, 1)),
+            keras.layers.Conv1D(2, 3),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1),
+        ]
+    )
     conv.save(tmp_path / "conv.keras")
-    code, _, err = cli("export", tmp_path / "conv.keras", "-o", tmp_path / "c.net", "--format", "ffbp")
+    code, _, err = cli(
+        "export", tmp_path / "conv.keras", "-o", tmp_path / "c.net", "--format", "ffbp"
+    )
     assert code == 2 and "flat vectors" in err and not (tmp_path / "c.net").exists()
-    flat = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, activation="sigmoid"), keras.layers.BatchNormalization(), keras.layers.Dense(1, activation="sigmoid")])
+    flat = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(3, activation="sigmoid"),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
     flat.save(tmp_path / "bn.keras")
-    code, _, err = cli("export", tmp_path / "bn.keras", "-o", tmp_path / "b.net", "--format", "ffbp")
+    code, _, err = cli(
+        "export", tmp_path / "bn.keras", "-o", tmp_path / "b.net", "--format", "ffbp"
+    )
     assert code == 2 and "BatchNormalization" in err and not (tmp_path / "b.net").exists()
 
 
@@ -199,7 +274,9 @@ def test_verify_fails_with_exit_1_on_a_changed_model(cli, tmp_path):
     assert code == 1
     assert out.count("FAIL") >= 1 and "max abs err" in out and "FAILED" in out
     assert err.startswith("error: ") and "does not compute what" in err
-    code, _, err = cli("import", src, "-o", tmp_path / "strict.keras", "--tolerance", "1e-12", "--samples", "200")
+    code, _, err = cli(
+        "import", src, "-o", tmp_path / "strict.keras", "--tolerance", "1e-12", "--samples", "200"
+    )
     assert code == 1 and "--dtype float64" in err and not (tmp_path / "strict.keras").exists()
 
 
@@ -216,7 +293,9 @@ def test_fine_tuned_model_exports_to_its_source_format(tmp_path):
     result = legacy.save(model, tmp_path / "tuned.h5", samples=200)
     assert result.passed and result.max_rel_error < 1e-5
     spec = ocsmart.read(tmp_path / "tuned.h5")
-    np.testing.assert_array_equal(spec.weights[0].astype(np.float32), model.get_layer("dense_1").kernel.numpy().T)
+    np.testing.assert_array_equal(
+        spec.weights[0].astype(np.float32), model.get_layer("dense_1").kernel.numpy().T
+    )
     assert names == ["input_1", "input_2", "input_3", "input_4"]
 
 
@@ -230,8 +309,16 @@ def test_float64_model_matches_the_reference_to_rounding(tmp_path):
 
 
 def test_scaling_layers_config_round_trip():
-    layer = InputScaling([0.0, -1.5], [2.0, 3.0], network_range=(0, 1), names=["a", "b"],
-                         source_format="ffbp", source_options={"k": 1}, header="h", dtype="float64")
+    layer = InputScaling(
+        [0.0, -1.5],
+        [2.0, 3.0],
+        network_range=(0, 1),
+        names=["a", "b"],
+        source_format="ffbp",
+        source_options={"k": 1},
+        header="h",
+        dtype="float64",
+    )
     clone = InputScaling.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()
     assert clone.minimum == [0.0, -1.5] and clone.dtype_policy.name == "float64"
@@ -258,7 +345,9 @@ def test_saved_model_loads_with_only_import_mlnnkit(tmp_path):
         "y = keras.ops.convert_to_numpy(m(keras.ops.convert_to_tensor(np.array([[0.1, 0.2, 0.3]]))))\n"
         "print(repr(y.tolist()))\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     lines = res.stdout.strip().splitlines()
     assert lines[0] == "['in_0 var', 'in_1 var', 'in_2 var'] float64"

@@ -18,8 +18,10 @@ import sys
 def _register() -> None:
     try:
         importlib.import_module("mlnnkit.layers")
-    except Exception:  # noqa: BLE001 - never break `import keras` because of mlnnkit
-        pass
+    except Exception as e:  # noqa: BLE001 - never break `import keras` because of mlnnkit
+        import warnings
+
+        warnings.warn(f"mlnnkit could not register its Keras layers: {e}", stacklevel=2)
 
 
 class _Loader(importlib.abc.Loader):

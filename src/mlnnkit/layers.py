@@ -103,7 +103,11 @@ class _MinMax(keras.layers.Layer):
             raise ValueError(f"`network_range` must be (lo, hi) with lo < hi, got {network_range}")
         self.network_range = (lo, hi)
         self.names = [str(n) for n in names] if names is not None else None
-        if self.names is not None and self.minimum is not None and len(self.names) != len(self.minimum):
+        if (
+            self.names is not None
+            and self.minimum is not None
+            and len(self.names) != len(self.minimum)
+        ):
             raise ValueError(f"{len(self.names)} names for {len(self.minimum)} ranges")
         self.source_format = source_format
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -11,38 +12,81 @@ from mlnnkit.cli._app import app
 _FORMATS = "ocsmart|ffbp|rawh5"
 
 # rawh5 reading options, shared by inspect, import and verify.
-_WEIGHTS = typer.Option(
-    None, "--weights", help="rawh5: dataset pattern of the weights, {i} = layer number "
-    "(default 'Weights/Layer{i}').", rich_help_panel="rawh5 layout"
-)
-_BIASES = typer.Option(
-    None, "--biases", help="rawh5: dataset pattern of the biases (default 'Bias/Layer{i}'; "
-    "'' for none).", rich_help_panel="rawh5 layout"
-)
-_ACTIVATIONS = typer.Option(
-    None, "--activations", help="rawh5: one per layer, one for all, or hidden,output "
-    "(e.g. tanh,linear).", rich_help_panel="rawh5 layout"
-)
-_TRANSPOSE = typer.Option(
-    None, "--transpose/--no-transpose", help="rawh5: weights stored (in, out) / (out, in) "
-    "(default: found from how the shapes chain).", rich_help_panel="rawh5 layout"
-)
-_NORM_IN = typer.Option(
-    None, "--norm-in", help="rawh5: dataset of \\[min, max] per input (default: none).",
-    rich_help_panel="rawh5 layout",
-)
-_NORM_OUT = typer.Option(
-    None, "--norm-out", help="rawh5: dataset of \\[min, max] per output (default: none).",
-    rich_help_panel="rawh5 layout",
-)
-_SCALE_RANGE = typer.Option(
-    None, "--scale-range", help="rawh5: the network's interval for scaled values, lo,hi "
-    "(default -1,1).", rich_help_panel="rawh5 layout"
-)
-_SAMPLES = typer.Option(10_000, "--samples", help="Inputs to compare on, spread over the "
-                        "file's input ranges, edges included.")
-_TOLERANCE = typer.Option(1e-5, "--tolerance", help="Largest error allowed, as a fraction "
-                          "of each output's range.")
+_PANEL = "rawh5 layout"
+Weights = Annotated[
+    str | None,
+    typer.Option(
+        "--weights",
+        help="rawh5: dataset pattern of the weights, {i} = layer number "
+        "(default 'Weights/Layer{i}').",
+        rich_help_panel=_PANEL,
+    ),
+]
+Biases = Annotated[
+    str | None,
+    typer.Option(
+        "--biases",
+        help="rawh5: dataset pattern of the biases (default 'Bias/Layer{i}'; '' for none).",
+        rich_help_panel=_PANEL,
+    ),
+]
+Activations = Annotated[
+    str | None,
+    typer.Option(
+        "--activations",
+        help="rawh5: one per layer, one for all, or hidden,output (e.g. tanh,linear).",
+        rich_help_panel=_PANEL,
+    ),
+]
+Transpose = Annotated[
+    bool | None,
+    typer.Option(
+        "--transpose/--no-transpose",
+        help="rawh5: weights stored (in, out) / (out, in) (default: "
+        "found from how the shapes chain).",
+        rich_help_panel=_PANEL,
+    ),
+]
+NormIn = Annotated[
+    str | None,
+    typer.Option(
+        "--norm-in",
+        help="rawh5: dataset of \\[min, max] per input (default: none).",
+        rich_help_panel=_PANEL,
+    ),
+]
+NormOut = Annotated[
+    str | None,
+    typer.Option(
+        "--norm-out",
+        help="rawh5: dataset of \\[min, max] per output (default: none).",
+        rich_help_panel=_PANEL,
+    ),
+]
+ScaleRange = Annotated[
+    str | None,
+    typer.Option(
+        "--scale-range",
+        help="rawh5: the network's interval for scaled values, lo,hi (default -1,1).",
+        rich_help_panel=_PANEL,
+    ),
+]
+Samples = Annotated[
+    int,
+    typer.Option(
+        "--samples",
+        help="Inputs to compare on, spread over the file's input ranges, edges included.",
+    ),
+]
+Tolerance = Annotated[
+    float,
+    typer.Option(
+        "--tolerance", help="Largest error allowed, as a fraction of each output's range."
+    ),
+]
+Format = Annotated[str, typer.Option("--format", help=f"auto|{_FORMATS}.")]
+NetFile = Annotated[Path, typer.Argument(help="Network file: OC-SMART .h5, ffbp .net or raw HDF5.")]
+ModelFile = Annotated[Path, typer.Argument(help="Keras model (.keras or .h5).")]
 
 
 def _format(value: str | None) -> str | None:
@@ -50,10 +94,15 @@ def _format(value: str | None) -> str | None:
 
 
 def _read_options(weights, biases, activations, transpose, norm_in, norm_out, scale_range) -> dict:
-    opts = dict(
-        weights=weights, biases=biases, activations=activations, transpose=transpose,
-        norm_in=norm_in, norm_out=norm_out, scale_range=scale_range,
-    )
+    opts = {
+        "weights": weights,
+        "biases": biases,
+        "activations": activations,
+        "transpose": transpose,
+        "norm_in": norm_in,
+        "norm_out": norm_out,
+        "scale_range": scale_range,
+    }
     return {k: v for k, v in opts.items() if v is not None}
 
 
@@ -73,15 +122,17 @@ def _report(result, *, full_table: bool) -> None:
 
 @app.command()
 def inspect(
-    file: Path = typer.Argument(..., help="Network file: OC-SMART .h5, ffbp .net, raw HDF5, or .keras."),
-    format: str = typer.Option("auto", "--format", help=f"auto|{_FORMATS}|keras."),
-    weights: str = _WEIGHTS,
-    biases: str = _BIASES,
-    activations: str = _ACTIVATIONS,
-    transpose: bool = _TRANSPOSE,
-    norm_in: str = _NORM_IN,
-    norm_out: str = _NORM_OUT,
-    scale_range: str = _SCALE_RANGE,
+    file: Annotated[
+        Path, typer.Argument(help="Network file: OC-SMART .h5, ffbp .net, raw HDF5, or .keras.")
+    ],
+    format: Annotated[str, typer.Option("--format", help=f"auto|{_FORMATS}|keras.")] = "auto",
+    weights: Weights = None,
+    biases: Biases = None,
+    activations: Activations = None,
+    transpose: Transpose = None,
+    norm_in: NormIn = None,
+    norm_out: NormOut = None,
+    scale_range: ScaleRange = None,
 ) -> None:
     """Show a network file: format, planes, activations, parameters, inputs and outputs.
 
@@ -97,25 +148,32 @@ def inspect(
 
 @app.command("import")
 def import_(
-    file: Path = typer.Argument(..., help="Network file: OC-SMART .h5, ffbp .net or raw HDF5."),
-    out: Path = typer.Option(..., "--out", "-o", help="Keras model to write (.keras or .h5)."),
-    format: str = typer.Option("auto", "--format", help=f"auto|{_FORMATS}."),
-    dtype: str = typer.Option(
-        None, "--dtype", help="float32|float64 (default float32; float64 with --sigmoid snap)."
-    ),
-    sigmoid: str = typer.Option(
-        "exact", "--sigmoid", help="exact|snap: the exact sigmoid (what the network means) or "
-        "SNAP's tabulated one (to reproduce SNAP's numbers exactly)."
-    ),
-    samples: int = _SAMPLES,
-    tolerance: float = _TOLERANCE,
-    weights: str = _WEIGHTS,
-    biases: str = _BIASES,
-    activations: str = _ACTIVATIONS,
-    transpose: bool = _TRANSPOSE,
-    norm_in: str = _NORM_IN,
-    norm_out: str = _NORM_OUT,
-    scale_range: str = _SCALE_RANGE,
+    file: NetFile,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Keras model to write (.keras or .h5).")],
+    format: Format = "auto",
+    dtype: Annotated[
+        str | None,
+        typer.Option(
+            "--dtype", help="float32|float64 (default float32; float64 with --sigmoid snap)."
+        ),
+    ] = None,
+    sigmoid: Annotated[
+        str,
+        typer.Option(
+            "--sigmoid",
+            help="exact|snap: the exact sigmoid (what the network means) or SNAP's "
+            "tabulated one (to reproduce SNAP's numbers exactly).",
+        ),
+    ] = "exact",
+    samples: Samples = 10_000,
+    tolerance: Tolerance = 1e-5,
+    weights: Weights = None,
+    biases: Biases = None,
+    activations: Activations = None,
+    transpose: Transpose = None,
+    norm_in: NormIn = None,
+    norm_out: NormOut = None,
+    scale_range: ScaleRange = None,
 ) -> None:
     """Import a legacy network as a Keras model, verified against the file's own math.
 
@@ -157,19 +215,19 @@ def import_(
 
 @app.command()
 def verify(
-    model: Path = typer.Argument(..., help="Keras model (.keras or .h5)."),
-    file: Path = typer.Argument(..., help="The legacy network file to compare with."),
-    samples: int = _SAMPLES,
-    tolerance: float = _TOLERANCE,
-    seed: int = typer.Option(0, "--seed", help="Seed of the random inputs."),
-    format: str = typer.Option("auto", "--format", help=f"auto|{_FORMATS}."),
-    weights: str = _WEIGHTS,
-    biases: str = _BIASES,
-    activations: str = _ACTIVATIONS,
-    transpose: bool = _TRANSPOSE,
-    norm_in: str = _NORM_IN,
-    norm_out: str = _NORM_OUT,
-    scale_range: str = _SCALE_RANGE,
+    model: ModelFile,
+    file: Annotated[Path, typer.Argument(help="The legacy network file to compare with.")],
+    samples: Samples = 10_000,
+    tolerance: Tolerance = 1e-5,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random inputs.")] = 0,
+    format: Format = "auto",
+    weights: Weights = None,
+    biases: Biases = None,
+    activations: Activations = None,
+    transpose: Transpose = None,
+    norm_in: NormIn = None,
+    norm_out: NormOut = None,
+    scale_range: ScaleRange = None,
 ) -> None:
     """Check that a Keras model computes what a legacy network file computes.
 
@@ -197,18 +255,21 @@ def verify(
 
 @app.command()
 def export(
-    model: Path = typer.Argument(..., help="Keras model (.keras or .h5) of Dense layers."),
-    out: Path = typer.Option(..., "--out", "-o", help="Legacy network file to write."),
-    format: str = typer.Option(
-        None, "--format", help=f"{_FORMATS} (default: the format the model was imported from)."
-    ),
-    samples: int = _SAMPLES,
-    tolerance: float = _TOLERANCE,
-    weights: str = _WEIGHTS,
-    biases: str = _BIASES,
-    transpose: bool = _TRANSPOSE,
-    norm_in: str = _NORM_IN,
-    norm_out: str = _NORM_OUT,
+    model: Annotated[Path, typer.Argument(help="Keras model (.keras or .h5) of Dense layers.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Legacy network file to write.")],
+    format: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help=f"{_FORMATS} (default: the format the model was imported from)."
+        ),
+    ] = None,
+    samples: Samples = 10_000,
+    tolerance: Tolerance = 1e-5,
+    weights: Weights = None,
+    biases: Biases = None,
+    transpose: Transpose = None,
+    norm_in: NormIn = None,
+    norm_out: NormOut = None,
 ) -> None:
     """Write a model back to a legacy format (ocsmart, ffbp or rawh5), verified.
 
@@ -224,7 +285,13 @@ def export(
     fmt = _format(format) or legacy.source_format(m)
     if fmt is None:
         raise UserError(f"{model} was not imported from a legacy file: pass --format {_FORMATS}")
-    opts = dict(weights=weights, biases=biases, transpose=transpose, norm_in=norm_in, norm_out=norm_out)
+    opts = {
+        "weights": weights,
+        "biases": biases,
+        "transpose": transpose,
+        "norm_in": norm_in,
+        "norm_out": norm_out,
+    }
     result = legacy.save(m, out, fmt, samples=samples, tolerance=tolerance, **opts)
     spec = legacy.read(out, fmt)
     typer.echo(f"wrote {fmt} file {out}: {spec.summary()}")

@@ -78,9 +78,7 @@ def _format_module(fmt: str):
     try:
         return FORMATS[fmt]
     except KeyError:
-        raise UserError(
-            f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}"
-        ) from None
+        raise UserError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}") from None
 
 
 def detect_format(path: str | Path) -> str:
@@ -257,9 +255,9 @@ def verify(
         >>> r.passed, r.max_rel_error               # doctest: +SKIP
         (True, 3.1e-07)
     """
+    from mlnnkit.layers import InputScaling
     from mlnnkit.legacy._keras import _layers
     from mlnnkit.legacy._verify import verify as _verify
-    from mlnnkit.layers import InputScaling
 
     if isinstance(source, NetworkSpec):
         spec = source

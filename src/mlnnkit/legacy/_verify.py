@@ -88,9 +88,13 @@ class VerifyResult:
         if self.snap_difference is None:
             return None
         i = int(np.argmax(self.snap_difference))
-        which = "this model also uses the table" if self.sigmoid == "snap" else (
-            "this model uses the exact sigmoid; import with --sigmoid snap to reproduce "
-            "SNAP's numbers"
+        which = (
+            "this model also uses the table"
+            if self.sigmoid == "snap"
+            else (
+                "this model uses the exact sigmoid; import with --sigmoid snap to reproduce "
+                "SNAP's numbers"
+            )
         )
         return (
             f"note: SNAP's ffbp reader uses a tabulated sigmoid; on these samples its outputs "
@@ -123,7 +127,9 @@ def _evaluate(model: keras.Model, x: np.ndarray, batch: int = 8192) -> np.ndarra
     rounds float64 inputs to ``floatx`` (float32), which would hide a float64 model's
     precision."""
     parts = [
-        keras.ops.convert_to_numpy(model(keras.ops.convert_to_tensor(x[i : i + batch]), training=False))
+        keras.ops.convert_to_numpy(
+            model(keras.ops.convert_to_tensor(x[i : i + batch]), training=False)
+        )
         for i in range(0, len(x), batch)
     ]
     return np.concatenate(parts).astype(np.float64)

@@ -121,7 +121,9 @@ def read(path: str | Path) -> NetworkSpec:
         n = tok.int(f"the number of {side}s")
         count_line[side] = tok.line
         if n < 1:
-            raise UserError(f"{p}: line {tok.line}: the number of {side}s must be positive, not {n}")
+            raise UserError(
+                f"{p}: line {tok.line}: the number of {side}s must be positive, not {n}"
+            )
         lo, hi, at = [], [], []
         for i in range(n):
             lo.append(tok.float(f"the min of {side} {i + 1}"))
@@ -133,12 +135,16 @@ def read(path: str | Path) -> NetworkSpec:
     if word == "$":
         word = tok.next("the '#planes=' line")
     if not word.startswith("#planes"):
-        raise UserError(f"{p}: line {tok.line}: expected '$' then '#planes=P s0 s1 ...', found {word!r}")
+        raise UserError(
+            f"{p}: line {tok.line}: expected '$' then '#planes=P s0 s1 ...', found {word!r}"
+        )
     planes_line = tok.line
     rest = word.split("=", 1)[1] if "=" in word else ""
     n_planes = int(rest) if rest.strip().lstrip("-").isdigit() else tok.int("the number of planes")
     if n_planes < 2:
-        raise UserError(f"{p}: line {planes_line}: a network needs at least 2 planes, not {n_planes}")
+        raise UserError(
+            f"{p}: line {planes_line}: a network needs at least 2 planes, not {n_planes}"
+        )
     sizes = [tok.int(f"the size of plane {k} on the '#planes' line") for k in range(n_planes)]
     if any(s < 1 for s in sizes):
         raise UserError(f"{p}: line {planes_line}: plane sizes must be positive: {sizes}")
@@ -158,7 +164,9 @@ def read(path: str | Path) -> NetworkSpec:
             k = tok.int("the plane number of a 'bias' line")
             s = tok.int(f"the size on 'bias {k}'")
             if not 1 <= k < n_planes:
-                raise UserError(f"{p}: line {at}: 'bias {k} {s}': planes with a bias are 1..{n_planes - 1}")
+                raise UserError(
+                    f"{p}: line {at}: 'bias {k} {s}': planes with a bias are 1..{n_planes - 1}"
+                )
             if s != sizes[k]:
                 raise UserError(
                     f"{p}: line {at}: 'bias {k} {s}' but #planes (line {planes_line}) says plane "
@@ -182,7 +190,9 @@ def read(path: str | Path) -> NetworkSpec:
             vals = [tok.float(f"wgt {k} value {i + 1} of {n}") for i in range(n)]
             weights[k] = (np.asarray(vals).reshape(b, a), at)
         else:
-            raise UserError(f"{p}: line {at}: expected a 'bias k n' or 'wgt k n m' line, found {kw!r}")
+            raise UserError(
+                f"{p}: line {at}: expected a 'bias k n' or 'wgt k n m' line, found {kw!r}"
+            )
 
     for k in range(1, n_planes):
         if k not in biases:
@@ -289,7 +299,7 @@ def write(spec: NetworkSpec, path: str | Path) -> None:
     the spec's precision.
     """
     check_writable(spec)
-    fmt = lambda v: format_number(v, spec.precision)  # noqa: E731
+    fmt = lambda v: format_number(v, spec.precision)
     header = spec.header.replace("#", "") if spec.header.strip() else _default_header(spec)
     out = [header, "#"]
     for s, n in ((spec.input_scaling, spec.n_inputs), (spec.output_scaling, spec.n_outputs)):

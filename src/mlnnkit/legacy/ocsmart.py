@@ -63,10 +63,14 @@ def read(path: str | Path) -> NetworkSpec:
                 f"{path}: dataset 'Layers' has shape {layers.shape}; it must list at least "
                 "two plane sizes, input first"
             )
-        if not np.all(np.isfinite(layers)) or np.any(layers != np.round(layers)) or np.any(
-            layers < 1
+        if (
+            not np.all(np.isfinite(layers))
+            or np.any(layers != np.round(layers))
+            or np.any(layers < 1)
         ):
-            raise UserError(f"{path}: dataset 'Layers' = {layers.tolist()} must hold positive integers")
+            raise UserError(
+                f"{path}: dataset 'Layers' = {layers.tolist()} must hold positive integers"
+            )
         sizes = [int(s) for s in layers]
         n_layers = len(sizes) - 1
         weights, biases = [], []
@@ -160,9 +164,7 @@ def write(spec: NetworkSpec, path: str | Path) -> None:
         f.create_dataset("Norm_out", data=np.stack([s_out.minimum, s_out.maximum], axis=1))
         for k, (w, b) in enumerate(zip(spec.weights, spec.biases), start=1):
             f.create_dataset(f"Weights/Layer{k}", data=np.asarray(w, dtype=np.float64))
-            f.create_dataset(
-                f"Bias/Layer{k}", data=np.asarray(b, dtype=np.float64).reshape(-1, 1)
-            )
+            f.create_dataset(f"Bias/Layer{k}", data=np.asarray(b, dtype=np.float64).reshape(-1, 1))
         for attr, names in (("input_names", spec.input_names), ("output_names", spec.output_names)):
             if names:
                 f.attrs[attr] = np.array(names, dtype=h5py.string_dtype())

@@ -81,7 +81,9 @@ def parse_range(value: str | Sequence[float] | None) -> tuple[float, float] | No
 
 def _layer_names(f: h5py.File, pattern: str, what: str, path) -> tuple[int, list[str]]:
     if "{i}" not in pattern:
-        raise UserError(f"{what} pattern {pattern!r} has no '{{i}}' for the layer number, e.g. 'Weights/Layer{{i}}'")
+        raise UserError(
+            f"{what} pattern {pattern!r} has no '{{i}}' for the layer number, e.g. 'Weights/Layer{{i}}'"
+        )
     start = next((s for s in (0, 1) if _hdf5.has(f, pattern.format(i=s))), None)
     if start is None:
         raise UserError(
@@ -240,10 +242,14 @@ def read(
                 )
             transpose = chained[0]  # validate() below names the dataset at fault
     mats = [w.T if transpose else w for w in ws]
-    acts = activations if activations is not None else (
-        [a.decode() if isinstance(a, bytes) else str(a) for a in np.atleast_1d(file_acts)]
-        if file_acts is not None
-        else None
+    acts = (
+        activations
+        if activations is not None
+        else (
+            [a.decode() if isinstance(a, bytes) else str(a) for a in np.atleast_1d(file_acts)]
+            if file_acts is not None
+            else None
+        )
     )
     acts = parse_activations(acts, len(ws), f"{p}: activations")
     target = parse_range(scale_range)
@@ -267,9 +273,7 @@ def read(
 
     spec = NetworkSpec(
         weights=mats,
-        biases=[
-            b.reshape(-1) if b is not None else np.zeros(m.shape[0]) for m, b in zip(mats, bs)
-        ],
+        biases=[b.reshape(-1) if b is not None else np.zeros(m.shape[0]) for m, b in zip(mats, bs)],
         activations=acts,
         input_scaling=scalings["in"],
         output_scaling=scalings["out"],
@@ -310,7 +314,11 @@ def write(
     (patterns, orientation, range datasets), activations, scaling intervals and names are
     stored as attributes, so :func:`read` of the file needs no options.
     """
-    so = {k: v for k, v in spec.source_options.items() if v is not None} if spec.source_format == NAME else {}
+    so = (
+        {k: v for k, v in spec.source_options.items() if v is not None}
+        if spec.source_format == NAME
+        else {}
+    )
     weights = weights or so.get("weights") or DEFAULTS["weights"]
     biases = biases or so.get("biases") or DEFAULTS["biases"]
     transpose = so.get("transpose", False) if transpose is None else transpose
@@ -318,14 +326,21 @@ def write(
     norm_out = norm_out or so.get("norm_out") or "Norm_out"
     with h5py.File(path, "w") as f:
         for k, (w, b) in enumerate(zip(spec.weights, spec.biases)):
-            f.create_dataset(weights.format(i=start + k), data=np.asarray(w.T if transpose else w, dtype=np.float64))
+            f.create_dataset(
+                weights.format(i=start + k),
+                data=np.asarray(w.T if transpose else w, dtype=np.float64),
+            )
             f.create_dataset(biases.format(i=start + k), data=np.asarray(b, dtype=np.float64))
         for name, s in ((norm_in, spec.input_scaling), (norm_out, spec.output_scaling)):
             if s is not None:
                 ds = f.create_dataset(name, data=np.stack([s.minimum, s.maximum], axis=1))
                 ds.attrs["scale_range"] = np.asarray(s.target, dtype=np.float64)
         f.attrs["activations"] = np.array(spec.activations, dtype=h5py.string_dtype())
-        layout = {"weights_pattern": weights, "biases_pattern": biases, "transpose": str(bool(transpose))}
+        layout = {
+            "weights_pattern": weights,
+            "biases_pattern": biases,
+            "transpose": str(bool(transpose)),
+        }
         layout.update(
             norm_in=norm_in if spec.input_scaling is not None else None,
             norm_out=norm_out if spec.output_scaling is not None else None,

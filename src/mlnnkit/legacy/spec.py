@@ -56,9 +56,7 @@ def canonical_activation(name: str, where: str = "") -> str:
     key = ALIASES.get(key, key)
     if key not in ACTIVATIONS:
         prefix = f"{where}: " if where else ""
-        raise UserError(
-            f"{prefix}unknown activation {name!r}; use one of {', '.join(ACTIVATIONS)}"
-        )
+        raise UserError(f"{prefix}unknown activation {name!r}; use one of {', '.join(ACTIVATIONS)}")
     return key
 
 
@@ -295,10 +293,7 @@ def _check_scaling(
 ) -> None:
     side = kind.split("_")[0]
     if len(s.minimum) != n or len(s.maximum) != n:
-        fail(
-            f"{where(kind, None)}: {len(s.minimum)} ranges for the {n} {side}s of the "
-            "network"
-        )
+        fail(f"{where(kind, None)}: {len(s.minimum)} ranges for the {n} {side}s of the network")
     names = spec.input_names if side == "input" else spec.output_names
     for i in range(n):
         lo, hi = s.minimum[i], s.maximum[i]
