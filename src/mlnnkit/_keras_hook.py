@@ -37,6 +37,10 @@ class _Loader(importlib.abc.Loader):
         self.inner.exec_module(module)
         _register()
 
+    def __getattr__(self, name: str):
+        # Everything else (get_resource_reader, is_package, get_data, ...) is Keras's own.
+        return getattr(self.inner, name)
+
 
 class _AfterKerasImport(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path, target=None):

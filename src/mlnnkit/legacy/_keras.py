@@ -8,7 +8,6 @@ and provenance in the two scaling layers of :mod:`mlnnkit.layers`.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -17,9 +16,6 @@ from mlnnkit._precision import enable_float64
 from mlnnkit.errors import UserError
 from mlnnkit.layers import InputScaling, OutputScaling, snap_sigmoid
 from mlnnkit.legacy.spec import ACTIVATIONS, ALIASES, NetworkSpec, Scaling
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
 
 DTYPES = ("float32", "float64")
 
@@ -255,11 +251,3 @@ def model_dtype(model: keras.Model) -> str:
     """The dtype samples must have to enter the model (``"float32"``/``"float64"``)."""
     dt = str(getattr(model.inputs[0], "dtype", "float32"))
     return "float64" if "float64" in dt else "float32"
-
-
-def output_names(model: keras.Model, default: Sequence[str] | None = None) -> list[str] | None:
-    """Output names from the model's OutputScaling layer (or ``default``)."""
-    for layer in _layers(model):
-        if isinstance(layer, OutputScaling) and layer.names:
-            return list(layer.names)
-    return list(default) if default is not None else None
