@@ -154,7 +154,9 @@ def import_(
     dtype: Annotated[
         str | None,
         typer.Option(
-            "--dtype", help="float32|float64 (default float32; float64 with --sigmoid snap)."
+            "--dtype",
+            help="float32|float64. Default: float32 when it passes verify, else float64 "
+            "(said so); float64 with --sigmoid snap.",
         ),
     ] = None,
     sigmoid: Annotated[
@@ -193,9 +195,20 @@ def import_(
     opts = _read_options(weights, biases, activations, transpose, norm_in, norm_out, scale_range)
     spec = legacy.read(file, _format(format), **opts)
     typer.echo(f"read {spec.source_format} network {file}: {spec.summary()}")
+    auto = dtype is None and sigmoid != "snap"
     dtype = dtype or ("float64" if sigmoid == "snap" else "float32")
     model = legacy.to_keras(spec, dtype, sigmoid=sigmoid, name=file.stem)
     result = legacy.verify(model, spec, samples=samples, tolerance=tolerance)
+    if auto and not result.passed:
+        # Some networks are too ill-conditioned for float32 arithmetic: say so, use float64.
+        typer.echo(
+            f"note: in float32 this network errs by {result.max_rel_error:.3g} of an output's "
+            f"range (> tolerance {tolerance:g}); importing it in float64 instead "
+            "(pass --dtype float32 to insist)"
+        )
+        dtype = "float64"
+        model = legacy.to_keras(spec, dtype, sigmoid=sigmoid, name=file.stem)
+        result = legacy.verify(model, spec, samples=samples, tolerance=tolerance)
     _report(result, full_table=False)
     if not result.passed:
         hint = (
