@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import keras
@@ -375,12 +376,32 @@ def test_normalization_flatten_and_functional_models_run_fast():
     _assert_same_weights(outs["fast"], outs["keras"])
 
 
-def test_mlnnkit_scaling_layers_are_accepted():
-    layers = pytest.importorskip("mlnnkit.layers")
-    own = [getattr(layers, n) for n in getattr(layers, "__all__", []) if isinstance(getattr(layers, n), type)]
-    assert own, "mlnnkit.layers exports no layer classes"
-    for cls in own:
+def test_mlnnkit_scaling_layers_run_fast_and_float64_falls_back():
+    ml = pytest.importorskip("mlnnkit.layers")
+    for cls in (ml.InputScaling, ml.OutputScaling):
         assert cls in fastfit.supported_layer_classes()
+    rng = np.random.default_rng(0)
+    x = rng.uniform([0, 10], [5, 30], size=(70, 2)).astype("float32")
+    y = (x[:, :1] * 2 + x[:, 1:] / 10).astype("float32")
+    out = {}
+    for engine in ENGINES:
+        keras.utils.set_random_seed(3)
+        inp = keras.Input((2,))
+        h = ml.InputScaling([0, 10], [5, 30], names=["a", "b"])(inp)
+        h = keras.layers.Dense(6, activation="tanh")(h)
+        h = keras.layers.Dense(1, activation="tanh")(h)
+        model = keras.Model(inp, ml.OutputScaling([0.0], [13.0])(h))
+        model.compile(optimizer="adam", loss="mse", metrics=["mae"])
+        res = _fit(engine, model, x, y, epochs=3, validation_data=(x[:20], y[:20]))
+        out[engine] = (_weights(model), res.history)
+    _assert_same_weights(out["fast"][0], out["keras"][0])
+    np.testing.assert_allclose(out["fast"][1]["val_mae"], out["keras"][1]["val_mae"], rtol=1e-4)
+    # a float64 layer (legacy networks can be) is left to Keras's fit
+    with warnings.catch_warnings():  # JAX warns that float64 needs x64 mode
+        warnings.simplefilter("ignore")
+        m64 = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, dtype="float64")])
+        m64.compile(optimizer="sgd", loss="mse")
+    assert "float64" in fastfit.unsupported_reason(m64, [])
 
 
 def test_compiled_program_is_reused_from_the_cache(tmp_path, monkeypatch):

@@ -185,6 +185,8 @@ def unsupported_reason(
             return f"layer {layer.name} ({type(layer).__name__}) is not supported"
         if layer.metrics:
             return f"layer {layer.name} has its own metrics"
+        if layer.dtype_policy.name != "float32":
+            return f"layer {layer.name} computes in {layer.dtype_policy.name} (the fast path is float32)"
     for cb in callbacks or []:
         why = _callback_reason(cb)
         if why:
