@@ -294,47 +294,56 @@ def _split(n: int, batch_size: int) -> tuple[int, int]:
     return n // batch_size, n % batch_size
 
 
-def _scan_batches(step, state, x_all, y_all, batch_size: int, order=None):
-    """Apply ``step(state, x, y)`` to every batch of (x_all, y_all), in ``order`` if given.
+def _full_batches(step, state, x_all, y_all, batch_size: int, order=None):
+    """``step(state, x, y)`` over every full batch of (x_all, y_all), as one ``lax.scan``.
 
-    Full batches go through one ``lax.scan``; the last partial batch (Keras's semantics:
-    a smaller batch, not dropped) is one more step after it.
+    Batches are contiguous slices, or the rows ``order[i*bs:(i+1)*bs]`` when an order
+    (the epoch's permutation) is given: the rows are gathered inside the step.
     """
     import jax.numpy as jnp
     from jax import lax
 
-    n = x_all.shape[0]
-    full, rest = _split(n, batch_size)
+    full, _rest = _split(x_all.shape[0], batch_size)
+    if not full:
+        return state
     bs = batch_size
-    if order is None:  # contiguous batches: slices, no gather
+    if order is None:
         def body(state, i):
             x = lax.dynamic_slice_in_dim(x_all, i * bs, bs)
             y = lax.dynamic_slice_in_dim(y_all, i * bs, bs)
             return step(state, x, y), None
 
-        if full:
-            state, _ = lax.scan(body, state, jnp.arange(full, dtype="int32"))
-        if rest:
-            state = step(state, x_all[full * bs :], y_all[full * bs :])
+        state, _ = lax.scan(body, state, jnp.arange(full, dtype="int32"))
         return state
 
-    if full:
-        def gather_body(state, idx):
-            return step(state, x_all[idx], y_all[idx]), None
+    def gather_body(state, idx):
+        return step(state, x_all[idx], y_all[idx]), None
 
-        state, _ = lax.scan(gather_body, state, order[: full * bs].reshape(full, bs))
-    if rest:
-        idx = order[full * bs :]
-        state = step(state, x_all[idx], y_all[idx])
+    state, _ = lax.scan(gather_body, state, order[: full * bs].reshape(full, bs))
     return state
 
 
+def _last_batch(step, state, x_all, y_all, batch_size: int, order=None):
+    """``step`` on the last, partial batch (Keras's semantics: smaller, not dropped)."""
+    full, rest = _split(x_all.shape[0], batch_size)
+    if not rest:
+        return state
+    if order is None:
+        return step(state, x_all[full * batch_size :], y_all[full * batch_size :])
+    idx = order[full * batch_size :]
+    return step(state, x_all[idx], y_all[idx])
+
+
 class _Programs:
-    """The compiled train-epoch and evaluation programs of one fit call.
+    """The compiled programs of one fit call: the epoch's full batches (one ``lax.scan``),
+    its last partial batch, and the evaluation of the validation data.
 
     Each is compiled once (or loaded from :mod:`mlnnkit._compile_cache`) on first use
     and reused for every epoch: the learning rate, the shuffling order and all weights
-    are inputs, so nothing an epoch-level callback changes needs a recompile.
+    are inputs, so nothing an epoch-level callback changes needs a recompile. The
+    partial batch is a separate program because it is a second trace of the step (it
+    would nearly double the epoch program's compile time); JAX runs the scan
+    asynchronously, so it is compiled while the first epoch's full batches train.
     """
 
     def __init__(self, model: keras.Model, batch_size: int):
@@ -348,40 +357,74 @@ class _Programs:
             _logs, state = model.test_step(state, (x, y))
             return state
 
-        def train_epoch(state, x_all, y_all, order):
-            return _scan_batches(train_step, state, x_all, y_all, batch_size, order)
+        def full(state, x_all, y_all, order):
+            return _full_batches(train_step, state, x_all, y_all, batch_size, order)
+
+        def last(state, x_all, y_all, order):
+            return _last_batch(train_step, state, x_all, y_all, batch_size, order)
 
         def evaluate(state, x_all, y_all):
-            return _scan_batches(test_step, state, x_all, y_all, batch_size)
+            state = _full_batches(test_step, state, x_all, y_all, batch_size)
+            return _last_batch(test_step, state, x_all, y_all, batch_size)
 
-        self._jitted = {"train": jax.jit(train_epoch), "eval": jax.jit(evaluate)}
+        self.batch_size = batch_size
+        self._jitted = {"train": jax.jit(full), "last": jax.jit(last), "eval": jax.jit(evaluate)}
         self._compiled: dict[str, Any] = {}
 
-    def _get(self, name: str, *args):
-        compiled = self._compiled.get(name)
-        if compiled is None:
-            from mlnnkit._compile_cache import compile_cached
+    def prepare(self, needed: dict[str, tuple]) -> None:
+        """Lower the ``needed`` programs (name -> example arguments), then compile them
+        side by side: XLA compiles one program mostly on one core, so two or three
+        programs compile in about the time of one on a 2-core machine."""
+        from concurrent.futures import ThreadPoolExecutor
 
-            t0 = time.perf_counter()
-            with _unrolled_threefry():
-                lowered = self._jitted[name].lower(*args)
-            t1 = time.perf_counter()
-            compiled = self._compiled[name] = compile_cached(lowered, _compiler_options())
-            log.debug(
-                "%s program: traced and lowered in %.3f s, compiled/loaded in %.3f s",
-                name, t1 - t0, time.perf_counter() - t1,
-            )
-        return compiled
+        from mlnnkit._compile_cache import compile_cached
+
+        todo = {k: a for k, a in needed.items() if k not in self._compiled}
+        if not todo:
+            return
+        t0 = time.perf_counter()
+        with _unrolled_threefry():  # tracing is Python: one program after the other
+            lowered = {k: self._jitted[k].lower(*a) for k, a in todo.items()}
+        t1 = time.perf_counter()
+        opts = _compiler_options()
+        names = list(lowered)
+        with ThreadPoolExecutor(max_workers=max(1, len(names) - 1)) as pool:
+            futures = {k: pool.submit(compile_cached, lowered[k], opts) for k in names[1:]}
+            self._compiled[names[0]] = compile_cached(lowered[names[0]], opts)
+            for k, fut in futures.items():
+                self._compiled[k] = fut.result()
+        log.debug(
+            "programs %s: traced and lowered in %.3f s, compiled/loaded in %.3f s",
+            names, t1 - t0, time.perf_counter() - t1,
+        )
+
+    def _run(self, name: str, *args):
+        if name not in self._compiled:
+            self.prepare({name: args})
+        return self._compiled[name](*args)
+
+    def needed(self, state, x_all, y_all, order, val=None, eval_state=None) -> dict[str, tuple]:
+        """The programs a fit will run, with example arguments."""
+        full, rest = _split(x_all.shape[0], self.batch_size)
+        out: dict[str, tuple] = {}
+        if full:
+            out["train"] = (state, x_all, y_all, order)
+        if rest:
+            out["last"] = (state, x_all, y_all, order)
+        if val is not None:
+            out["eval"] = (eval_state, *val)
+        return out
 
     def train_epoch(self, state, x_all, y_all, order):
-        return self._get("train", state, x_all, y_all, order)(state, x_all, y_all, order)
-
-    def prepare_evaluate(self, state, x_all, y_all) -> None:
-        """Compile the evaluation program now (e.g. while the first epoch runs)."""
-        self._get("eval", state, x_all, y_all)
+        full, rest = _split(x_all.shape[0], self.batch_size)
+        if full:
+            state = self._run("train", state, x_all, y_all, order)
+        if rest:
+            state = self._run("last", state, x_all, y_all, order)
+        return state
 
     def evaluate(self, state, x_all, y_all):
-        return self._get("eval", state, x_all, y_all)(state, x_all, y_all)
+        return self._run("eval", state, x_all, y_all)
 
 
 def _on_device(a: np.ndarray, dtype=None):
@@ -490,11 +533,10 @@ class FastRunner:
                 _values(model.metrics_variables),
             )
             t0 = time.perf_counter()
+            if epoch == first:  # compile what the fit needs, side by side
+                eval_state = (state[0], state[1], state[3])
+                programs.prepare(programs.needed(state, x_dev, y_dev, order, val, eval_state))
             tv, ntv, ov, mv = programs.train_epoch(state, x_dev, y_dev, order)
-            if val is not None:
-                # JAX dispatches the epoch asynchronously: compile the validation program
-                # while it runs instead of after it.
-                programs.prepare_evaluate((tv, ntv, mv), *val)
             _assign(model.trainable_variables, tv)
             _assign(model.non_trainable_variables, ntv)
             _assign(model.optimizer.variables, ov)

@@ -43,6 +43,8 @@ class FitResult:
     engine: str
     fit_seconds: float
     epochs: int
+    #: why the fast path did not run (engine "keras" chosen by "auto"), else None
+    engine_reason: str | None = None
 
 
 @dataclass
@@ -98,13 +100,15 @@ def fit(
         verbose = default_verbose()
     chosen = "keras"
     runner = None
+    why = None
     if engine in ("auto", "fast"):
         from mlnnkit import fastfit  # a whole epoch in one compiled call
 
         data = {"x": x, "y": y, "validation_data": validation_data}
         runner = fastfit.select(model, callbacks or [], engine=engine, **data)
-        if runner is None and engine == "fast":
+        if runner is None:
             why = fastfit.unsupported_reason(model, callbacks or [], **data)
+        if runner is None and engine == "fast":
             raise UserError(
                 f"fit.engine = 'fast' cannot run this fit: {why}; "
                 "use engine = 'auto' (falls back to Keras's fit) or 'keras'"
@@ -129,7 +133,9 @@ def fit(
     seconds = time.perf_counter() - t0
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     n = len(next(iter(history.values()), []))
-    return FitResult(history=history, engine=chosen, fit_seconds=seconds, epochs=n)
+    return FitResult(
+        history=history, engine=chosen, fit_seconds=seconds, epochs=n, engine_reason=why
+    )
 
 
 def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> dict[str, float]:
@@ -256,6 +262,7 @@ def run(
         "fit_seconds": round(fr.fit_seconds, 3),
         "seconds_per_epoch": round(fr.fit_seconds / max(fr.epochs, 1), 4),
         "engine": fr.engine,
+        **({"engine_reason": fr.engine_reason} if fr.engine_reason else {}),
         "backend": keras.backend.backend(),
         "versions": versions(),
         "seed": cfg.seed,
