@@ -109,6 +109,8 @@ class SearchSpace:
                     self.config({key: v})
                 except UserError as e:
                     msg = str(e).removeprefix(f"{self.where}: ")
+                    if msg.startswith("tune.space"):
+                        raise  # already names the dimension (a path that does not exist)
                     raise UserError(
                         f'{self._where()}tune.space."{key}" = {v!r} does not give a valid '
                         f"config: {msg}"

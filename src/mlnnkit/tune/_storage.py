@@ -42,6 +42,26 @@ def _connect_args(url) -> dict:
     return {}
 
 
+def normalize_url(url: str) -> str:
+    """``postgresql://...`` with the PostgreSQL driver that is installed: SQLAlchemy 2.1
+    defaults to psycopg 3, many installs have psycopg2 (psycopg2-binary)."""
+    import importlib.util
+
+    import sqlalchemy
+
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        return url
+    if parsed.drivername == "postgresql":
+        for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+            if importlib.util.find_spec(module) is not None:
+                return parsed.set(drivername=f"postgresql+{driver}").render_as_string(
+                    hide_password=False
+                )
+    return url
+
+
 def shown(url: str) -> str:
     """The URL with its password hidden (for messages)."""
     import sqlalchemy
@@ -75,7 +95,7 @@ def check_url(url: str) -> None:
     except (sqlalchemy.exc.NoSuchModuleError, ImportError) as e:
         raise UserError(
             f"--storage {shown(url)}: no database driver for it ({e}); for PostgreSQL "
-            "install psycopg2-binary"
+            "pip install psycopg2-binary"
         ) from None
     except sqlalchemy.exc.SQLAlchemyError as e:
         first = " ".join(str(getattr(e, "orig", None) or e).split())[:300]

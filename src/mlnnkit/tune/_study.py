@@ -85,7 +85,7 @@ class TuneSettings:
             timeout=timeout or t.timeout,
             count_pruned=t.count_pruned,
             study_name=name,
-            storage=storage or f"sqlite:///{out.resolve() / 'study.db'}",
+            storage=_storage.normalize_url(storage) if storage else f"sqlite:///{out.resolve() / 'study.db'}",
             out_dir=out,
             default_storage=storage is None,
         )
@@ -215,6 +215,8 @@ def tune(
     space = SearchSpace.from_config(cfg, where)
     space.check()
     base = space.config({})  # the config without [tune]
+    if not s.default_storage:
+        _storage.check_url(s.storage)  # fail fast, before loading data
 
     ds = load_data(base)
     if ds.x_val is None or len(ds.x_val) == 0:
@@ -230,8 +232,6 @@ def tune(
             f"validation data, the model logs: {', '.join(names)}"
         )
     s.direction = s.direction or infer_direction(s.metric)
-    if not s.default_storage:
-        _storage.check_url(s.storage)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     s.out_dir.mkdir(parents=True, exist_ok=True)
