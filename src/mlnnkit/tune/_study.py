@@ -293,7 +293,8 @@ def _work(study, lock, space, base, ds, s: TuneSettings, log) -> StudyResult:
         except optuna.TrialPruned:
             trial.set_user_attr("epochs", pruning.epochs_done)
             raise
-        val = train.evaluate(result.model, ds.x_val, ds.y_val)
+        # the batch size of the fit's own validation pass: its compiled step is reused
+        val = train.evaluate(result.model, ds.x_val, ds.y_val, batch_size=tcfg.fit.batch_size)
         value = val[s.metric.removeprefix("val_")]
         trial.set_user_attr("epochs", result.metrics["epochs"])
         trial.set_user_attr("fit_seconds", result.metrics["fit_seconds"])
