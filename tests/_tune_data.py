@@ -91,8 +91,10 @@ def mlnnkit_process(*args, **kw) -> subprocess.Popen:
 def load_study(storage: str, name: str = "tiny"):
     import optuna
 
+    from mlnnkit.tune._storage import normalize_url
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name=name, storage=storage)
+    return optuna.load_study(study_name=name, storage=normalize_url(storage))
 
 
 def states(study) -> dict[int, str]:
