@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 class PruningCallback(keras.callbacks.Callback):
     """Report ``logs[monitor]`` to ``trial`` after each epoch (step = epoch number, from 1)
-    and raise ``optuna.TrialPruned`` when ``trial.should_prune()``.
+    and raise ``optuna.TrialPruned`` when ``trial.should_prune()`` (never after the last
+    epoch: a trial that trained to the end is complete).
 
     A value that is not finite (the training diverged) prunes the trial at once.
 
@@ -50,7 +51,8 @@ class PruningCallback(keras.callbacks.Callback):
         if not math.isfinite(value):
             raise optuna.TrialPruned(f"{self.monitor} is {value} after epoch {epoch + 1}")
         self.trial.report(value, step=epoch + 1)
-        if self.trial.should_prune():
+        last = epoch + 1 >= int(self.params.get("epochs") or 0) > 0
+        if not last and self.trial.should_prune():  # after the last epoch the work is done
             raise optuna.TrialPruned(
                 f"pruned after epoch {epoch + 1}: {self.monitor} = {value:.4g}"
             )

@@ -183,7 +183,10 @@ def _pruner(kind: str, epochs: int):
     import optuna
 
     if kind == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+        # Judged against complete trials only, so not before the sampler's random start
+        # (TPE: 10 trials) has completed; steps are epochs from 1, none is stopped after
+        # its first epoch alone.
+        return optuna.pruners.MedianPruner(n_startup_trials=10, n_warmup_steps=2)
     if kind == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1))
     return optuna.pruners.NopPruner()
@@ -282,8 +285,8 @@ def _work(study, lock, space, base, ds, s: TuneSettings, log) -> StudyResult:
     waiting_said = False
 
     def objective(trial: optuna.trial.Trial) -> float:
+        trial.set_user_attr(_storage.WORKER_ATTR, me)  # who runs it: found dead at once
         lock.release()  # the trial exists (RUNNING): other workers may count it and go on
-        trial.set_user_attr(_storage.WORKER_ATTR, me)
         ran.append(trial.number)
         tcfg = space.config(space.sample(trial))
         keras.backend.clear_session()
