@@ -174,3 +174,25 @@ def test_cli_rejects_a_bad_space_with_one_line_and_writes_nothing(cli, tmp_path)
     code, _, err = cli("tune", cfg, "--out", out)
     assert code == 2 and "no [tune] section" in err
     assert not out.exists()
+
+
+def test_baseline_is_the_config_as_written_when_it_lies_in_the_space():
+    dims = {
+        "model.layers[0].units": {"int": [4, 64], "step": 4},
+        "model.layers[1].rate": {"float": [0.0, 0.5]},
+        "model.layers[0:2].repeat": {"int": [1, 3]},
+        "fit.batch_size": {"choices": [16, 32]},
+        "compile.optimizer": {"choices": ["adam", "rmsprop"]},
+    }
+    space = SearchSpace.from_config(cfg_with(dims))
+    assert space.baseline() == {
+        "model.layers[0].units": 8, "model.layers[1].rate": 0.1,
+        "model.layers[0:2].repeat": 1, "fit.batch_size": 32, "compile.optimizer": "adam",
+    }
+    # a value the config does not set (learning_rate), or one outside its range: no baseline
+    assert SearchSpace.from_config(cfg_with(
+        {**dims, "compile.learning_rate": {"float": [1e-4, 1e-2], "log": True}})).baseline() is None
+    assert SearchSpace.from_config(cfg_with(
+        {**dims, "model.layers[0].units": {"int": [16, 64], "step": 16}})).baseline() is None
+    assert SearchSpace.from_config(cfg_with(
+        {**dims, "model.layers[0].units": {"int": [6, 66], "step": 4}})).baseline() is None  # 8 off the grid

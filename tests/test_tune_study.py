@@ -115,3 +115,35 @@ def test_continue_the_study_and_errors_leave_it_as_it_was(study_dir, cli):
     assert code == 0 and "(0 run by this worker)" in stdout
     assert len(load_study(storage).get_trials()) == 4
     assert len(pd.read_csv(out / "trials.csv")) == 4
+
+
+def test_pruning_callback_stops_a_trial_behind_the_others(tmp_path):
+    """A real fit through train.run: the callback reports val_accuracy every epoch and
+    raises TrialPruned when the median pruner says the trial is behind."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from mlnnkit.config import load_config
+    from mlnnkit.data import load_data
+    from mlnnkit.train import run
+    from mlnnkit.tune import PruningCallback, SearchSpace
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cfg = load_config(write_config(tmp_path, epochs=6))
+    space = SearchSpace.from_config(cfg)
+    ds = load_data(space.base)
+    study = optuna.create_study(
+        direction="maximize",
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=2),
+    )
+    # an earlier trial that was perfect at every epoch
+    study.add_trial(optuna.trial.create_trial(
+        params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)}, value=1.0,
+        intermediate_values={e: 1.0 for e in range(1, 7)},
+    ))
+    trial = study.ask()
+    cb = PruningCallback(trial, "val_accuracy")
+    with pytest.raises(optuna.TrialPruned, match="pruned after epoch 2"):
+        run(space.config({}), None, verbose=0, extra_callbacks=[cb], data=ds)
+    assert cb.epochs_done == 2
+    assert sorted(study.get_trials()[-1].intermediate_values) == [1, 2]  # reported per epoch

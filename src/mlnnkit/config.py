@@ -300,6 +300,20 @@ class Dimension(BaseModel):
         rng = self.int_ if self.int_ is not None else self.float_
         return rng[0], rng[1]
 
+    def contains(self, value: Any) -> bool:
+        """True when ``value`` is one this dimension can sample."""
+        if self.kind == "choices":
+            return any(type(c) is type(value) and c == value for c in self.choices)
+        if not _is_number(value) or (self.kind == "int" and not isinstance(value, int)):
+            return False
+        low, high = self.bounds
+        if not low <= value <= high:
+            return False
+        if self.step is None:
+            return True
+        n = (value - low) / self.step
+        return abs(n - round(n)) < 1e-9
+
     @model_validator(mode="after")
     def _check(self):
         given = [k for k, v in (("int", self.int_), ("float", self.float_), ("choices", self.choices)) if v is not None]
@@ -371,6 +385,12 @@ class TuneConfig(BaseModel):
     pruner: Literal["median", "hyperband", "none"] = "median"
     count_pruned: bool = Field(
         False, description="Count pruned trials toward `trials` too (default: only complete)."
+    )
+    baseline: bool = Field(
+        True,
+        description="Run the config's own values as the study's first trial (when every "
+        "dimension has a value in the config that lies in its range), so trials.csv shows "
+        "what tuning gained over it.",
     )
     space: dict[str, Dimension] = Field(default_factory=dict)
 

@@ -98,6 +98,25 @@ class SearchSpace:
             layers[a:b] = [copy.deepcopy(layer) for _ in range(n) for layer in block]
         return parse_config(data, base_dir=self.base.base_dir, where=self.where)
 
+    def baseline(self) -> dict[str, Any] | None:
+        """The config's own value of every dimension (1 for a repeat), or None when one is
+        not set in the config or lies outside its range."""
+        data = self.base.to_dict()
+        out: dict[str, Any] = {}
+        for key in self.dims:
+            parts = parse_path(key)
+            if parts[-1] == "repeat":
+                value: Any = 1
+            else:
+                try:
+                    value = _get(data, parts)
+                except (KeyError, IndexError, TypeError):
+                    return None
+            if not self.dims[key].contains(value):
+                return None
+            out[key] = value
+        return out
+
     def check(self) -> None:
         """Validate every dimension at its ends (low and high, or each choice) through the
         run-config schema, so that a path that does not exist or a value a layer rejects
@@ -142,6 +161,13 @@ def _suggest(trial: optuna.trial.Trial, name: str, dist) -> Any:
     if isinstance(dist, IntDistribution):
         return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
     return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+
+
+def _get(data: dict, parts: list) -> Any:
+    node: Any = data
+    for part in parts:
+        node = node[part]
+    return node
 
 
 def _set(data: dict, parts: list, value: Any, key: str, where: str) -> None:

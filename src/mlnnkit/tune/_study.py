@@ -263,8 +263,11 @@ def _load_or_create(storage, space: SearchSpace, s: TuneSettings, epochs: int) -
             direction="maximize" if s.direction == "max" else "minimize",
         )
     _check_compatible(study, space, s)
-    if "mlnnkit" not in study.user_attrs:
+    if "mlnnkit" not in study.user_attrs:  # a new study
         study.set_user_attr("mlnnkit", {"metric": s.metric, "space": _space_json(space)})
+        first = space.baseline() if space.base.tune.baseline else None
+        if first is not None:
+            study.enqueue_trial(first, user_attrs={"baseline": True})
     return study
 
 
@@ -372,7 +375,8 @@ def _describe(t, metric: str) -> str:
     epochs = t.user_attrs.get("epochs", "?")
     state = t.state.name
     value = f"{metric} {_fmt(t.value)}" if t.value is not None and state == "COMPLETE" else ""
-    return f"trial {t.number:>3} {state:<8} {value:<22} {epochs} epochs {secs:6.1f} s  {params}"
+    note = "  (the config as written)" if t.user_attrs.get("baseline") else ""
+    return f"trial {t.number:>3} {state:<8} {value:<22} {epochs} epochs {secs:6.1f} s  {params}{note}"
 
 
 def _write_tables(study, space: SearchSpace, s: TuneSettings) -> None:
