@@ -34,7 +34,7 @@ def write_data(folder: Path, n: int = 240, seed: int = 0) -> Path:
 
 def write_config(
     folder: Path, *, epochs: int = 3, trials: int = 3, space: str = SPACE, tune: str = "",
-    name: str = "tiny", batch_size: int = 32,
+    name: str = "tiny", batch_size: int = 32, compile_extra: str = "",
 ) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     write_data(folder)
@@ -62,6 +62,7 @@ activation = "softmax"
 optimizer = "adam"
 loss = "sparse_categorical_crossentropy"
 metrics = ["accuracy"]
+{compile_extra}
 [fit]
 epochs = {epochs}
 batch_size = {batch_size}

@@ -21,7 +21,7 @@ def study_dir(tmp_path_factory):
     from mlnnkit.cli import main
 
     folder = tmp_path_factory.mktemp("tune")
-    cfg = write_config(folder, epochs=2, trials=3)
+    cfg = write_config(folder, epochs=2, trials=3, compile_extra="learning_rate = 0.001")
     out = folder / "out"
     code = main(["tune", str(cfg), "--out", str(out)])
     assert code == 0
@@ -33,6 +33,11 @@ def test_results_folder(study_dir):
     study = load_study(f"sqlite:///{out / 'study.db'}")
     trials = sorted(study.get_trials(), key=lambda t: t.number)
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    # trial 0 is the config as written (its values lie in the space)
+    assert trials[0].params == {
+        "model.layers[0].units": 8, "compile.learning_rate": 0.001, "fit.batch_size": 32
+    }
+    assert trials[0].user_attrs["baseline"] is True and "baseline" not in trials[1].user_attrs
 
     df = pd.read_csv(out / "trials.csv")
     assert list(df.columns[:5]) == ["number", "state", "value", "duration_s", "epochs"]

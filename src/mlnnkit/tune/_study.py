@@ -239,6 +239,11 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     s.out_dir.mkdir(parents=True, exist_ok=True)
     lock = _storage.StudyLock.for_url(s.storage, s.study_name)
+    if not lock.shared:
+        log(
+            f"note: no cross-process lock for {_storage.shown(s.storage)}: with several "
+            "workers the study may end with a few more complete trials than asked"
+        )
     epochs_max = max([base.fit.epochs] + [
         int(d.bounds[1]) for k, d in space.dims.items() if k == "fit.epochs" and d.kind != "choices"
     ])
