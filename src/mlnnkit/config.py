@@ -40,7 +40,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -92,7 +92,7 @@ class TableSource(_Source):
 
 
 DataConfig = Annotated[
-    Union[ImageSource, AutoMpgSource, TableSource], Field(discriminator="source")
+    ImageSource | AutoMpgSource | TableSource, Field(discriminator="source")
 ]
 
 
