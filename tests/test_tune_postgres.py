@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from _tune_data import load_study, mlnnkit_process, write_config
 
 
@@ -45,7 +44,9 @@ def postgres_url():
     port = "5432"  # only a unix socket in our own folder: no clash with other servers
 
     def run(*cmd):
-        return subprocess.run([*as_user, *map(str, cmd)], capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [*as_user, *map(str, cmd)], capture_output=True, text=True, timeout=120, check=False
+        )
 
     r = run(bindir / "initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync")
     if r.returncode != 0:
@@ -67,8 +68,8 @@ def postgres_url():
 def test_two_workers_on_a_postgresql_study(postgres_url, tmp_path, cli):
     cfg = write_config(tmp_path, epochs=6, trials=3, batch_size=8, name="pgstudy")
     other = mlnnkit_process("tune", cfg, "--out", tmp_path / "other", "--storage", postgres_url)
-    code, stdout, err = cli("tune", cfg, "--out", tmp_path / "here", "--storage", postgres_url)
-    o_out, o_err = other.communicate(timeout=400)
+    code, _, err = cli("tune", cfg, "--out", tmp_path / "here", "--storage", postgres_url)
+    _, o_err = other.communicate(timeout=400)
     assert code == 0, err
     assert other.returncode == 0, o_err
 
@@ -81,7 +82,7 @@ def test_two_workers_on_a_postgresql_study(postgres_url, tmp_path, cli):
         assert (tmp_path / folder / "trials.csv").read_text().count("COMPLETE") == 3
         assert f"trial {study.best_trial.number}" in (tmp_path / folder / "best.toml").read_text()
     # the same command again continues the study on the server: one more trial
-    code, stdout, err = cli("tune", cfg, "--out", tmp_path / "here", "--storage", postgres_url,
-                            "--trials", 4)
+    code, _, err = cli("tune", cfg, "--out", tmp_path / "here", "--storage", postgres_url,
+                       "--trials", 4)
     assert code == 0, err
     assert sum(t.state.name == "COMPLETE" for t in load_study(postgres_url, "pgstudy").get_trials()) == 4

@@ -161,7 +161,7 @@ def test_cli_rejects_a_bad_space_with_one_line_and_writes_nothing(cli, tmp_path)
         '[tune.space]\n"compile.learning_rate" = {float = [1e-2, 1e-4], log = true}\n'
     )
     out = tmp_path / "out"
-    code, stdout, err = cli("tune", cfg, "--out", out)
+    code, _, err = cli("tune", cfg, "--out", out)
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("error: ")
     assert 'tune.space."compile.learning_rate"' in err and "greater than high" in err

@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from _tune_data import load_study, states, write_config
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -29,7 +28,7 @@ def study_dir(tmp_path_factory):
 
 
 def test_results_folder(study_dir):
-    cfg, out = study_dir
+    _, out = study_dir
     study = load_study(f"sqlite:///{out / 'study.db'}")
     trials = sorted(study.get_trials(), key=lambda t: t.number)
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3
@@ -66,7 +65,7 @@ def test_best_toml_reproduces_the_best_trial(study_dir, cli, tmp_path):
     from mlnnkit.models import load_model
     from mlnnkit.train import evaluate
 
-    cfg, out = study_dir
+    _, out = study_dir
     study = load_study(f"sqlite:///{out / 'study.db'}")
     best = study.best_trial
     text = (out / "best.toml").read_text()
@@ -77,7 +76,7 @@ def test_best_toml_reproduces_the_best_trial(study_dir, cli, tmp_path):
     assert run_cfg.fit.batch_size == best.params["fit.batch_size"]
     assert run_cfg.compile.learning_rate == pytest.approx(best.params["compile.learning_rate"])
 
-    code, stdout, err = cli("train", out / "best.toml", "--out", tmp_path / "run")
+    code, _, err = cli("train", out / "best.toml", "--out", tmp_path / "run")
     assert code == 0, err
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     # same config and seed: `mlnnkit train` gives the best trial's validation accuracy again

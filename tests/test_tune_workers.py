@@ -31,18 +31,17 @@ def test_kill_9_mid_trial_then_the_same_command_continues(tmp_path, cli):
     proc = mlnnkit_process("tune", cfg, "--out", out)
 
     def mid_trial():
-        if not (out / "study.db").exists():
+        # trials.csv is written after the first trial: the database is set up by then
+        # (opening it while the worker creates its tables could race with it)
+        if not (out / "trials.csv").exists():
             return None
-        try:
-            study = load_study(storage)
-        except KeyError:  # the study is not created yet
-            return None
+        study = load_study(storage)
         trials = study.get_trials(deepcopy=False)
         done = [t for t in trials if t.state.name == "COMPLETE"]
         running = [t for t in trials if t.state.name == "RUNNING" and t.intermediate_values]
         return (done, running[0]) if done and running else None
 
-    done, victim = _wait_for(mid_trial, proc, what="a trial in progress after a complete one")
+    _, victim = _wait_for(mid_trial, proc, what="a trial in progress after a complete one")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     study = load_study(storage)

@@ -330,7 +330,8 @@ class Dimension(BaseModel):
                 raise ValueError("step and log apply to int and float ranges, not to choices")
             for c in self.choices:
                 if not isinstance(c, (str, int, float, bool)):
-                    raise ValueError(f"choice {c!r} is not a number, string or boolean")
+                    # pydantic reports a ValueError (not a TypeError) as a validation error
+                    raise ValueError(f"choice {c!r} is not a number, string or boolean")  # noqa: TRY004
             if len({(type(c), c) for c in self.choices}) != len(self.choices):
                 raise ValueError(f"choices {self.choices} repeat a value")
             return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -11,30 +12,47 @@ from mlnnkit.cli._app import app
 
 @app.command()
 def tune(
-    config: Path = typer.Argument(..., help="Run config (TOML) with a [tune.space] section."),
-    trials: int = typer.Option(
-        None, "--trials", "-n",
-        help="The study ends with this many COMPLETE trials, counting those it already has "
-        "(default: tune.trials, 20).",
-    ),
-    timeout: float = typer.Option(None, "--timeout", help="Start no new trial after S seconds."),
-    out: Path = typer.Option(
-        None, "--out", "-o", help="Output folder (default: runs/<study>_tune)."
-    ),
-    study: str = typer.Option(None, "--study", help="Study name (default: the config's name)."),
-    storage: str = typer.Option(
-        None, "--storage",
-        help="SQLAlchemy URL of the study database (default: sqlite:///OUT/study.db), e.g. "
-        "postgresql://user:password@host/db for workers on several machines.",
-    ),
-    sampler: str = typer.Option(None, "--sampler", help="tpe (default) or random."),
-    pruner: str = typer.Option(None, "--pruner", help="median (default), hyperband or none."),
-    metric: str = typer.Option(
-        None, "--metric", help="Validation metric to optimise, e.g. val_accuracy (default val_loss)."
-    ),
-    direction: str = typer.Option(
-        None, "--direction", help="min or max (default: from the metric's name)."
-    ),
+    config: Annotated[Path, typer.Argument(help="Run config (TOML) with a [tune.space] section.")],
+    trials: Annotated[
+        int | None,
+        typer.Option(
+            "--trials", "-n",
+            help="The study ends with this many COMPLETE trials, counting those it already "
+            "has (default: tune.trials, 20).",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="Start no new trial after S seconds.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (default: runs/<study>_tune).")
+    ] = None,
+    study: Annotated[
+        str | None, typer.Option("--study", help="Study name (default: the config's name).")
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage",
+            help="SQLAlchemy URL of the study database (default: sqlite:///OUT/study.db), e.g. "
+            "postgresql://user:password@host/db for workers on several machines.",
+        ),
+    ] = None,
+    sampler: Annotated[
+        str | None, typer.Option("--sampler", help="tpe (default) or random.")
+    ] = None,
+    pruner: Annotated[
+        str | None, typer.Option("--pruner", help="median (default), hyperband or none.")
+    ] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            "--metric", help="Validation metric to optimise, e.g. val_accuracy (default val_loss)."
+        ),
+    ] = None,
+    direction: Annotated[
+        str | None, typer.Option("--direction", help="min or max (default: from the metric's name).")
+    ] = None,
 ) -> None:
     """Search the config's [tune.space] with Optuna; every trial is an `mlnnkit train` run.
 

@@ -19,7 +19,7 @@ import socket
 import threading
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from mlnnkit.errors import UserError
 
@@ -198,7 +198,7 @@ class StudyLock:
         self.release()
         self._close()
 
-    def __enter__(self) -> StudyLock:
+    def __enter__(self) -> Self:
         self.acquire()
         return self
 
