@@ -151,3 +151,18 @@ def test_pruning_callback_stops_a_trial_behind_the_others(tmp_path):
         run(space.config({}), None, verbose=0, extra_callbacks=[cb], data=ds)
     assert cb.epochs_done == 2
     assert sorted(study.get_trials()[-1].intermediate_values) == [1, 2]  # reported per epoch
+
+
+def test_same_config_same_study_random_sampler_hyperband(tmp_path, cli):
+    """Trial seeds come from the config's seed: two studies from scratch sample the same
+    values and reach the same scores (random sampler, Hyperband pruner)."""
+    cfg = write_config(tmp_path, epochs=2, trials=2)
+    runs = []
+    for name in ("a", "b"):
+        code, _, err = cli("tune", cfg, "--out", tmp_path / name, "--sampler", "random",
+                           "--pruner", "hyperband")
+        assert code == 0, err
+        runs.append(pd.read_csv(tmp_path / name / "trials.csv"))
+    a, b = runs
+    assert (a["state"] == "COMPLETE").sum() == 2
+    pd.testing.assert_frame_equal(a.drop(columns="duration_s"), b.drop(columns="duration_s"))
