@@ -29,6 +29,7 @@ def cli(capsys):
     from mlnnkit.cli import main
 
     def run(*args: str):
+        capsys.readouterr()  # drop what earlier steps of the test printed
         code = main([str(a) for a in args])
         out, err = capsys.readouterr()
         return code, out, err

@@ -11,8 +11,6 @@ from __future__ import annotations
 import sys
 import traceback
 
-import click
-
 from mlnnkit.cli._app import app, state
 from mlnnkit.errors import MlnnkitError
 
@@ -28,6 +26,11 @@ def _one_line(msg: str) -> str:
     return " ".join(str(msg).split())
 
 
+def _is_usage_error(e: BaseException) -> bool:
+    # Click's ClickException interface (Typer may vendor its own copy of Click).
+    return hasattr(e, "format_message") and hasattr(e, "exit_code") and hasattr(e, "show")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit status (0 ok, 1 check failed, 2 user error)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -39,17 +42,20 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return e.exit_code
-    except click.exceptions.Abort:
-        print("error: aborted", file=sys.stderr)
-        return 130
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.ClickException as e:  # usage errors: bad option, missing argument
-        if state.debug:
-            traceback.print_exc()
-        print(f"error: {_one_line(e.format_message())}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        name = type(e).__name__
+        if name == "Exit" and hasattr(e, "exit_code"):
+            return e.exit_code
+        if name == "Abort":
+            print("error: aborted", file=sys.stderr)
+            return 130
+        if _is_usage_error(e):  # bad option, missing argument, bad parameter value
+            if state.debug:
+                traceback.print_exc()
+            print(f"error: {_one_line(e.format_message())}", file=sys.stderr)
+            return 2
+        raise
     return rv if isinstance(rv, int) else 0

@@ -53,11 +53,11 @@ def evaluate(
 
     cfg = load_config(config)
     ds = load_data(cfg)
-    m = load_model(model, cfg, input_shape=tuple(ds.x_train.shape[1:]))
-    if not getattr(m, "compiled", False) or m.optimizer is None and m.loss is None:
-        from mlnnkit.build import compile_model
+    from mlnnkit.build import compile_model
 
-        compile_model(m, cfg.compile)
+    # The config's loss and metrics define what is reported, whatever the file was compiled with.
+    m = load_model(model, cfg, input_shape=tuple(ds.x_train.shape[1:]), compile=False)
+    compile_model(m, cfg.compile)
     res = train_mod.evaluate(m, ds.x_test, ds.y_test)
     if json_out:
         typer.echo(json.dumps({"test": res}))
