@@ -510,6 +510,14 @@ def _compile(model: keras.Model, lr: float, scale: np.ndarray) -> None:
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=StandardizedMSE(scale))
 
 
+def _plain_compile(model: keras.Model, lr: float) -> None:
+    """Compile with Keras's own MSE and a built Adam: the saved model then loads (and trains
+    on) with plain Keras, without this module's loss."""
+    opt = keras.optimizers.Adam(learning_rate=lr)
+    model.compile(optimizer=opt, loss="mse")
+    opt.build(model.trainable_variables)
+
+
 def _fit(model, x_tr, y_tr, x_val, y_val, *, epochs, batch_size, patience, verbose, engine):
     from mlnnkit.train import fit
 
@@ -598,7 +606,7 @@ def finetune(
     detach_l2sp(penalized)
     for ly in _walk(model):  # the saved model trains like the original when loaded again
         ly.trainable = trainable_before.get(id(ly), ly.trainable)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss="mse")
+    _plain_compile(model, lr)
     preds["finetuned"] = _predict(model, x_te)
 
     scratch_hist = None
@@ -609,6 +617,7 @@ def finetune(
                   patience=patience, verbose=verbose, engine=engine)
         scratch_hist = sr.history
         preds["scratch"] = _predict(scratch, x_te)
+        _plain_compile(scratch, scratch_lr)
 
     report: dict[str, Any] = {k: regression_metrics(y_te, p) for k, p in preds.items()}
     report["per_output"] = {
