@@ -60,11 +60,11 @@ def test_missing_model_and_unknown_option(cli, tmp_path):
 def test_debug_shows_traceback(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     cmd = [sys.executable, "-m", "mlnnkit"]
-    p = subprocess.run(cmd + ["train", str(tmp_path / "x.toml")], env=env, capture_output=True, text=True)
+    p = subprocess.run(cmd + ["train", str(tmp_path / "x.toml")], env=env, capture_output=True, text=True, check=False)
     assert p.returncode == 2 and p.stderr.strip().splitlines() == [
         f"error: config file not found: {tmp_path / 'x.toml'}"
     ]
-    p = subprocess.run(cmd + ["--debug", "train", str(tmp_path / "x.toml")], env=env, capture_output=True, text=True)
+    p = subprocess.run(cmd + ["--debug", "train", str(tmp_path / "x.toml")], env=env, capture_output=True, text=True, check=False)
     assert p.returncode == 2 and "Traceback" in p.stderr and p.stderr.rstrip().endswith("x.toml")
 
 

@@ -51,7 +51,7 @@ def image_cfg(folder, **data):
 
 @pytest.mark.parametrize("gz", [True, False])
 def test_idx_folder(tmp_path, gz):
-    xs, ys, xt, yt = make_idx_folder(tmp_path / "m", gz=gz)
+    xs, _, _, yt = make_idx_folder(tmp_path / "m", gz=gz)
     ds = load_data(image_cfg(tmp_path / "m"))
     assert ds.x_train.shape == (60, 28, 28) and ds.x_train.dtype == np.float32
     np.testing.assert_allclose(ds.x_train, xs / 255.0, rtol=1e-6)

@@ -11,13 +11,12 @@ from __future__ import annotations
 import sys
 import traceback
 
+# Command modules (each registers its commands on `app`).
+from mlnnkit.cli import finetune as _finetune  # noqa: F401
+from mlnnkit.cli import train as _train  # noqa: F401
+from mlnnkit.cli import transfer as _transfer  # noqa: F401
 from mlnnkit.cli._app import app, state
 from mlnnkit.errors import MlnnkitError
-
-# Command modules (each registers its commands on `app`).
-from mlnnkit.cli import finetune as _finetune  # noqa: E402,F401
-from mlnnkit.cli import train as _train  # noqa: E402,F401
-from mlnnkit.cli import transfer as _transfer  # noqa: E402,F401
 
 __all__ = ["app", "main"]
 
