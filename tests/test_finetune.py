@@ -6,14 +6,12 @@ import json
 import zipfile
 from pathlib import Path
 
+import keras  # the backend is set by conftest.py
 import numpy as np
 import pytest
 
-import mlnnkit  # noqa: F401  (JAX backend before keras)
-import keras  # noqa: E402
-
-from mlnnkit import finetune as ft  # noqa: E402
-from tests.test_cli import assert_one_line_error  # noqa: E402
+from mlnnkit import finetune as ft
+from tests.test_cli import assert_one_line_error
 
 
 def truth(x: np.ndarray) -> np.ndarray:
@@ -75,11 +73,20 @@ def test_freeze_until_name_and_bad_freeze(original, tmp_path, cli):
     assert [ly.name for ly in model.layers if ly.trainable] == ["out"]
     x, y = shifted(100)
     np.savez(tmp_path / "d.npz", x=x, y=y)
-    code, _, err = cli("finetune", original, "--data", tmp_path / "d.npz", "-o", tmp_path / "o",
-                       "--freeze", "3")
+    code, _, err = cli(
+        "finetune", original, "--data", tmp_path / "d.npz", "-o", tmp_path / "o", "--freeze", "3"
+    )
     assert_one_line_error(code, err, "--freeze 3", "3 Dense layers", "at most 2")
-    code, _, err = cli("finetune", original, "--data", tmp_path / "d.npz", "-o", tmp_path / "o",
-                       "--freeze-until", "hiden2")
+    code, _, err = cli(
+        "finetune",
+        original,
+        "--data",
+        tmp_path / "d.npz",
+        "-o",
+        tmp_path / "o",
+        "--freeze-until",
+        "hiden2",
+    )
     assert_one_line_error(code, err, "no layer named 'hiden2'", "hidden2")
     assert not (tmp_path / "o" / "report.json").exists()
 
@@ -97,8 +104,17 @@ def test_l2sp_zero_at_start_and_keeps_weights_closer(original):
     start = [w.copy() for w in ft.load_network(original).get_weights()]
 
     def distance(alpha: float) -> tuple[float, dict]:
-        res = ft.finetune(ft.load_network(original), x, y, l2sp=alpha, lr=1e-2, epochs=30,
-                          patience=30, verbose=0, seed=3)
+        res = ft.finetune(
+            ft.load_network(original),
+            x,
+            y,
+            l2sp=alpha,
+            lr=1e-2,
+            epochs=30,
+            patience=30,
+            verbose=0,
+            seed=3,
+        )
         d = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(start, res.model.get_weights())))
         return float(d), res.report
 
@@ -106,7 +122,9 @@ def test_l2sp_zero_at_start_and_keeps_weights_closer(original):
     d_l2sp, rep_l2sp = distance(0.5)
     assert rep_l2sp["finetuning"]["l2sp_penalty_start"] == 0.0
     assert rep_l2sp["finetuning"]["l2sp_penalty_end"] > 0.0
-    assert rep_free["finetuning"]["weight_distance_from_original"] == pytest.approx(d_free, rel=1e-5)
+    assert rep_free["finetuning"]["weight_distance_from_original"] == pytest.approx(
+        d_free, rel=1e-5
+    )
     assert d_l2sp < 0.7 * d_free, (d_l2sp, d_free)
 
 
@@ -114,8 +132,21 @@ def test_cli_report_contents_and_saved_model(original, tmp_path, cli):
     x, y = shifted(250)
     np.savez(tmp_path / "d.npz", x=x, y=y)
     out = tmp_path / "run"
-    code, stdout, err = cli("finetune", original, "--data", tmp_path / "d.npz", "-o", out,
-                            "--lr", "0.01", "--epochs", "40", "--seed", "2", "--compare-scratch")
+    code, stdout, err = cli(
+        "finetune",
+        original,
+        "--data",
+        tmp_path / "d.npz",
+        "-o",
+        out,
+        "--lr",
+        "0.01",
+        "--epochs",
+        "40",
+        "--seed",
+        "2",
+        "--compare-scratch",
+    )
     assert code == 0, err
     rep = json.loads((out / "report.json").read_text())
     for key in ("original", "finetuned", "scratch"):
@@ -129,7 +160,8 @@ def test_cli_report_contents_and_saved_model(original, tmp_path, cli):
     assert rep["original"]["rmse"] == pytest.approx(np.sqrt(np.mean((p0 - y[te]) ** 2)), rel=1e-5)
     assert rep["original"]["bias"] == pytest.approx(np.mean(p0 - y[te]), rel=1e-4)
     assert rep["per_output"]["y[0]"]["original"]["mae"] == pytest.approx(
-        np.mean(np.abs(p0[:, 0] - y[te, 0])), rel=1e-5)
+        np.mean(np.abs(p0[:, 0] - y[te, 0])), rel=1e-5
+    )
     # ... and the fine-tuned numbers those of the saved model.keras
     p1 = keras.saving.load_model(out / "model.keras").predict(x[te], verbose=0)
     assert rep["finetuned"]["rmse"] == pytest.approx(np.sqrt(np.mean((p1 - y[te]) ** 2)), rel=1e-5)
@@ -150,8 +182,17 @@ def test_table_columns_by_glob_and_scratch_keeps_fixed_layers(tmp_path):
     rng = np.random.default_rng(4)
     x = rng.normal(2.0, 3.0, (120, 3))
     y = truth(x)
-    df = pd.DataFrame({"id": np.arange(120), "Rrs_1": x[:, 0], "other": 0.0, "Rrs_2": x[:, 1],
-                       "Rrs_3": x[:, 2], "a": y[:, 0], "b": y[:, 1]})
+    df = pd.DataFrame(
+        {
+            "id": np.arange(120),
+            "Rrs_1": x[:, 0],
+            "other": 0.0,
+            "Rrs_2": x[:, 1],
+            "Rrs_3": x[:, 2],
+            "a": y[:, 0],
+            "b": y[:, 1],
+        }
+    )
     df.to_parquet(tmp_path / "t.parquet")
     model = tiny_net(normalize_on=x)
     data = ft.read_data(tmp_path / "t.parquet", model, inputs="Rrs_*", targets="a,b")
@@ -160,8 +201,9 @@ def test_table_columns_by_glob_and_scratch_keeps_fixed_layers(tmp_path):
     scratch = ft.scratch_copy(model)
     for a, b in zip(model.get_layer("norm").get_weights(), scratch.get_layer("norm").get_weights()):
         assert np.array_equal(a, b)  # adapted statistics kept
-    assert not np.array_equal(model.get_layer("hidden1").get_weights()[0],
-                              scratch.get_layer("hidden1").get_weights()[0])  # re-initialized
+    assert not np.array_equal(
+        model.get_layer("hidden1").get_weights()[0], scratch.get_layer("hidden1").get_weights()[0]
+    )  # re-initialized
 
 
 def test_bad_data_exit_2(original, tmp_path, cli):
@@ -170,7 +212,7 @@ def test_bad_data_exit_2(original, tmp_path, cli):
     x, y = shifted(60)
     df = pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "t1": y[:, 0], "t2": y[:, 1]})
     df.to_csv(tmp_path / "d.csv", index=False)
-    run = lambda *a: cli("finetune", original, "-o", tmp_path / "o", *a)  # noqa: E731
+    run = lambda *a: cli("finetune", original, "-o", tmp_path / "o", *a)
     code, _, err = run("--data", tmp_path / "d.csv", "--inputs", "a,b", "--targets", "t1,t2")
     assert_one_line_error(code, err, "d.csv", "2 input columns (a, b)", "takes 3 inputs")
     code, _, err = run("--data", tmp_path / "d.csv", "--inputs", "a,b,c", "--targets", "t1")
@@ -184,13 +226,13 @@ def test_bad_data_exit_2(original, tmp_path, cli):
     df.loc[9, "t2"] = np.inf
     df.to_csv(tmp_path / "nan.csv", index=False)
     code, _, err = run("--data", tmp_path / "nan.csv", "--inputs", "a,b,c", "--targets", "t1,t2")
-    assert_one_line_error(code, err, "2 of 60 rows have NaN or Inf", "row 7, column b",
-                          "--drop-nonfinite")
+    assert_one_line_error(
+        code, err, "2 of 60 rows have NaN or Inf", "row 7, column b", "--drop-nonfinite"
+    )
 
     np.savez(tmp_path / "few.npz", x=x[:3], y=y[:3])
     code, _, err = run("--data", tmp_path / "few.npz")
-    assert_one_line_error(code, err, "3 rows are too few", "--test-fraction 0.2",
-                          "0 validation")
+    assert_one_line_error(code, err, "3 rows are too few", "--test-fraction 0.2", "0 validation")
     np.savez(tmp_path / "noy.npz", x=x, target=y)
     code, _, err = run("--data", tmp_path / "noy.npz")
     assert_one_line_error(code, err, "arrays 'x'", "x, target")
@@ -206,8 +248,17 @@ def test_drop_nonfinite_warns_and_trains(original, tmp_path, cli):
     x, y = shifted(80)
     x[3, 1] = np.nan
     np.savez(tmp_path / "d.npz", x=x, y=y)
-    code, _, err = cli("finetune", original, "--data", tmp_path / "d.npz", "-o", tmp_path / "o",
-                       "--drop-nonfinite", "--epochs", "2")
+    code, _, err = cli(
+        "finetune",
+        original,
+        "--data",
+        tmp_path / "d.npz",
+        "-o",
+        tmp_path / "o",
+        "--drop-nonfinite",
+        "--epochs",
+        "2",
+    )
     assert code == 0, err
     assert "warning:" in err and "1 of 80 rows have NaN" in err
     rep = json.loads((tmp_path / "o" / "report.json").read_text())

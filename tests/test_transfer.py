@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import keras  # the backend is set by conftest.py
 import numpy as np
 import pytest
 
-import mlnnkit  # noqa: F401  (JAX backend before keras)
-import keras  # noqa: E402
-
-from mlnnkit import transfer as tl  # noqa: E402
-from tests.test_cli import assert_one_line_error  # noqa: E402
+from mlnnkit import transfer as tl
+from tests.test_cli import assert_one_line_error
 
 CLASSES = ("horizontal", "square", "vertical")
 
@@ -45,14 +43,16 @@ def folders(tmp_path_factory) -> tuple[Path, Path, Path]:
     train = write_images(d / "train", 10, 0)
     test = write_images(d / "test", 6, 1)
     keras.utils.set_random_seed(0)
-    base = keras.Sequential([
-        keras.Input((10, 10)),
-        keras.layers.Reshape((10, 10, 1), name="reshape"),
-        keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
-        keras.layers.Flatten(name="flatten"),
-        keras.layers.Dense(8, activation="relu", name="features"),
-        keras.layers.Dense(2, activation="softmax", name="old_head"),
-    ])
+    base = keras.Sequential(
+        [
+            keras.Input((10, 10)),
+            keras.layers.Reshape((10, 10, 1), name="reshape"),
+            keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(8, activation="relu", name="features"),
+            keras.layers.Dense(2, activation="softmax", name="old_head"),
+        ]
+    )
     base.save(d / "base.keras")
     return train, test, d / "base.keras"
 
@@ -60,9 +60,27 @@ def folders(tmp_path_factory) -> tuple[Path, Path, Path]:
 def test_two_stages_report_and_frozen_base(folders, tmp_path, cli):
     train, test, base = folders
     out = tmp_path / "out"
-    code, stdout, err = cli("transfer", "--base", base, "--data", train, "--test-data", test,
-                            "-o", out, "--epochs", "3", "--fine-tune-epochs", "2", "--unfreeze",
-                            "3", "--lr", "0.01", "--compare-scratch", "--augment")
+    code, stdout, err = cli(
+        "transfer",
+        "--base",
+        base,
+        "--data",
+        train,
+        "--test-data",
+        test,
+        "-o",
+        out,
+        "--epochs",
+        "3",
+        "--fine-tune-epochs",
+        "2",
+        "--unfreeze",
+        "3",
+        "--lr",
+        "0.01",
+        "--compare-scratch",
+        "--augment",
+    )
     assert code == 0, err
     rep = json.loads((out / "report.json").read_text())
     assert rep["classes"] == list(CLASSES)
@@ -85,11 +103,21 @@ def test_two_stages_report_and_frozen_base(folders, tmp_path, cli):
 def test_stage1_trains_the_head_only(folders, tmp_path):
     train, test, base = folders
     original = keras.saving.load_model(base)
-    res = tl.run(base, train, tmp_path / "o", test_data=test, epochs=3, fine_tune_epochs=0,
-                 lr=0.05, cut_at="flatten")
+    res = tl.run(
+        base,
+        train,
+        tmp_path / "o",
+        test_data=test,
+        epochs=3,
+        fine_tune_epochs=0,
+        lr=0.05,
+        cut_at="flatten",
+    )
     inner = res.model.get_layer("base")
     assert [ly.name for ly in inner.layers][-1] == "flatten"
-    for a, b in zip(original.get_layer("conv").get_weights(), inner.get_layer("conv").get_weights()):
+    for a, b in zip(
+        original.get_layer("conv").get_weights(), inner.get_layer("conv").get_weights()
+    ):
         assert np.array_equal(a, b)  # frozen base, bit for bit
     assert "stage2" not in res.report and res.report["epochs_run"]["stage2"] == 0
 
@@ -107,17 +135,28 @@ def test_application_preprocessing_is_exact(app):
 
 
 def test_transfer_errors(folders, tmp_path, cli):
-    train, test, base = folders
+    train, _, base = folders
     code, _, err = cli("transfer", "--base", "MobileNetv2", "--data", train, "-o", tmp_path / "o")
-    assert_one_line_error(code, err, "not a saved model file nor a keras.applications network",
-                          "MobileNetV2")
-    code, _, err = cli("transfer", "--base", base, "--data", train, "-o", tmp_path / "o",
-                       "--cut-at", "convv")
+    assert_one_line_error(
+        code, err, "not a saved model file nor a keras.applications network", "MobileNetV2"
+    )
+    code, _, err = cli(
+        "transfer", "--base", base, "--data", train, "-o", tmp_path / "o", "--cut-at", "convv"
+    )
     assert_one_line_error(code, err, "no layer 'convv'", "conv, flatten")
     (tmp_path / "one" / "only").mkdir(parents=True)
     code, _, err = cli("transfer", "--base", base, "--data", tmp_path / "one", "-o", tmp_path / "o")
     assert_one_line_error(code, err, "one subfolder per class")
-    code, _, err = cli("transfer", "--base", base, "--data", train, "--test-data", tmp_path / "one",
-                       "-o", tmp_path / "o")
+    code, _, err = cli(
+        "transfer",
+        "--base",
+        base,
+        "--data",
+        train,
+        "--test-data",
+        tmp_path / "one",
+        "-o",
+        tmp_path / "o",
+    )
     assert_one_line_error(code, err, "no subfolder for the classes horizontal")
     assert not (tmp_path / "o").exists()

@@ -66,14 +66,20 @@ def make(out: Path, net: Path | None, rows: int, gain: float, shift: float, seed
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out", type=Path)
-    p.add_argument("--net", type=Path, default=None, help="legacy network (default: a generated 7-100-1)")
+    p.add_argument(
+        "--net", type=Path, default=None, help="legacy network (default: a generated 7-100-1)"
+    )
     p.add_argument("--rows", type=int, default=1250)
     p.add_argument("--gain", type=float, default=1.1)
-    p.add_argument("--shift", type=float, default=0.1, help="offset, as a fraction of each output's spread")
+    p.add_argument(
+        "--shift", type=float, default=0.1, help="offset, as a fraction of each output's spread"
+    )
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     net = make(a.out, a.net, a.rows, a.gain, a.shift, a.seed)
-    print(f"{a.rows} rows of {net} with outputs * {a.gain} + {a.shift} x spread -> {a.out}/data.npz")
+    print(
+        f"{a.rows} rows of {net} with outputs * {a.gain} + {a.shift} x spread -> {a.out}/data.npz"
+    )
     print(f"next: mlnnkit finetune {net} --data {a.out}/data.npz -o {a.out}/run --compare-scratch")
     return 0
 

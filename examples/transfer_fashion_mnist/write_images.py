@@ -11,8 +11,11 @@ Usage: python examples/transfer_fashion_mnist/write_images.py OUT [--per-class 5
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "jax")  # before keras is first imported
 
 import numpy as np
 
@@ -20,9 +23,9 @@ NAMES = {5: "sandal", 6: "shirt", 7: "sneaker", 8: "bag", 9: "ankle_boot"}
 
 
 def write(out: Path, per_class: int = 50) -> dict[str, int]:
-    from mlnnkit.data.images import load_arrays  # imports mlnnkit first: JAX backend
-
     import keras
+
+    from mlnnkit.data.images import load_arrays
 
     a = load_arrays("fashion_mnist")
     counts = {}
@@ -48,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     counts = write(args.out, args.per_class)
     n_train = sum(v for k, v in counts.items() if k.startswith("train"))
     n_test = sum(v for k, v in counts.items() if k.startswith("test"))
-    print(f"{n_train} training and {n_test} test images of 5 classes -> {args.out}/train, {args.out}/test")
+    print(
+        f"{n_train} training and {n_test} test images of 5 classes -> {args.out}/train, {args.out}/test"
+    )
     return 0
 
 

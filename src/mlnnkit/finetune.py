@@ -217,7 +217,9 @@ def is_fixed_layer(layer: keras.layers.Layer) -> bool:
     return own or not layer.trainable_weights
 
 
-def freeze_layers(model: keras.Model, freeze: int = 0, freeze_until: str | None = None) -> list[str]:
+def freeze_layers(
+    model: keras.Model, freeze: int = 0, freeze_until: str | None = None
+) -> list[str]:
     """Set ``trainable = False`` on the first ``freeze`` Dense layers, or on every layer up
     to and including the one named ``freeze_until``; the package's scaling layers are
     always frozen. Returns the names of the frozen layers that have weights.
@@ -370,18 +372,16 @@ def read_data(
         cols = [*input_names, *target_names] if len(in_shape) == 1 else []
         vals = np.concatenate([flat_x[first], y.reshape(len(y), -1)[first]])
         col = cols[int(np.flatnonzero(~np.isfinite(vals))[0])] if cols else "?"
-        msg = (
-            f"{n_bad} of {len(x)} rows have NaN or Inf values (first: row {first}, "
-            f"column {col})"
-        )
+        msg = f"{n_bad} of {len(x)} rows have NaN or Inf values (first: row {first}, column {col})"
         if not drop_nonfinite:
             raise UserError(f"{where}{msg}: remove those rows or pass --drop-nonfinite")
         (warn or _stderr)(f"{where}{msg}: dropped")
         x, y = x[~bad], y[~bad]
     if len(x) == 0:
         raise UserError(f"{where}no rows to fine-tune on")
-    return TableData(x=x, y=y, input_names=list(input_names), target_names=list(target_names),
-                     n_dropped=n_bad)
+    return TableData(
+        x=x, y=y, input_names=list(input_names), target_names=list(target_names), n_dropped=n_bad
+    )
 
 
 def _ranges_names(model: keras.Model) -> list[str] | None:
@@ -399,7 +399,9 @@ def _stderr(msg: str) -> None:
     print(f"warning: {msg}", file=sys.stderr)
 
 
-def range_warning(model: keras.Model, x: np.ndarray, input_names: list[str] | None = None) -> str | None:
+def range_warning(
+    model: keras.Model, x: np.ndarray, input_names: list[str] | None = None
+) -> str | None:
     """A one-line message when rows of ``x`` fall outside the network's input ranges
     (the fraction of rows, and the inputs concerned with their own fractions and ranges),
     or None when every row is inside or the network has no known ranges."""
@@ -429,8 +431,9 @@ def range_warning(model: keras.Model, x: np.ndarray, input_names: list[str] | No
     )
 
 
-def split_rows(n: int, test_fraction: float, val_fraction: float, seed: int, *,
-               where: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_rows(
+    n: int, test_fraction: float, val_fraction: float, seed: int, *, where: str = ""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Seeded random split of ``n`` rows into (train, validation, test) indices.
 
     ``test_fraction`` of all rows is held out for testing; ``val_fraction`` of the rest is
@@ -441,8 +444,8 @@ def split_rows(n: int, test_fraction: float, val_fraction: float, seed: int, *,
     if not 0 <= val_fraction < 1:
         raise UserError(f"--val-fraction must be in [0, 1) (got {val_fraction})")
     order = np.random.default_rng(seed).permutation(n)
-    n_test = int(round(n * test_fraction))
-    n_val = int(round((n - n_test) * val_fraction))
+    n_test = round(n * test_fraction)
+    n_val = round((n - n_test) * val_fraction)
     n_train = n - n_test - n_val
     if (test_fraction > 0 and n_test < 1) or (val_fraction > 0 and n_val < 1) or n_train < 1:
         raise UserError(
@@ -450,7 +453,7 @@ def split_rows(n: int, test_fraction: float, val_fraction: float, seed: int, *,
             f"--val-fraction {val_fraction} ({n_test} test, {n_val} validation, {n_train} "
             "training rows): give more rows or smaller fractions"
         )
-    return order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test]
+    return order[n_test + n_val :], order[n_test : n_test + n_val], order[:n_test]
 
 
 # --------------------------------------------------------------------------- metrics
@@ -474,11 +477,15 @@ def verdict(report: dict) -> str:
     r0, r1 = report["original"]["rmse"], report["finetuned"]["rmse"]
     change = (r1 - r0) / r0 * 100 if r0 > 0 else 0.0
     if r1 < r0:
-        text = (f"fine-tuning helped: held-out RMSE {r0:.4g} -> {r1:.4g} ({change:+.1f}%), "
-                f"R2 {report['original']['r2']:.3f} -> {report['finetuned']['r2']:.3f}")
+        text = (
+            f"fine-tuning helped: held-out RMSE {r0:.4g} -> {r1:.4g} ({change:+.1f}%), "
+            f"R2 {report['original']['r2']:.3f} -> {report['finetuned']['r2']:.3f}"
+        )
     else:
-        text = (f"fine-tuning did not help: held-out RMSE {r0:.4g} -> {r1:.4g} ({change:+.1f}%); "
-                "keep the original network")
+        text = (
+            f"fine-tuning did not help: held-out RMSE {r0:.4g} -> {r1:.4g} ({change:+.1f}%); "
+            "keep the original network"
+        )
     if "scratch" in report:
         rs = report["scratch"]["rmse"]
         better = "fine-tuned beats scratch" if r1 < rs else "scratch beats fine-tuned"
@@ -523,15 +530,26 @@ def _fit(model, x_tr, y_tr, x_val, y_val, *, epochs, batch_size, patience, verbo
 
     callbacks = []
     if x_val is not None and len(x_val):
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=patience, restore_best_weights=True, verbose=0))
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=patience, restore_best_weights=True, verbose=0
+            )
+        )
         val = (x_val, y_val)
     else:
         val = None
     dt = model.inputs[0].dtype or "float32"
-    return fit(model, x_tr.astype(dt), y_tr.astype(dt), epochs=epochs, batch_size=batch_size,
-               validation_data=None if val is None else (val[0].astype(dt), val[1].astype(dt)),
-               callbacks=callbacks, verbose=verbose, engine=engine)
+    return fit(
+        model,
+        x_tr.astype(dt),
+        y_tr.astype(dt),
+        epochs=epochs,
+        batch_size=batch_size,
+        validation_data=None if val is None else (val[0].astype(dt), val[1].astype(dt)),
+        callbacks=callbacks,
+        verbose=verbose,
+        engine=engine,
+    )
 
 
 def scratch_copy(model: keras.Model) -> keras.Model:
@@ -585,7 +603,9 @@ def finetune(
     y = np.asarray(y).reshape(len(y), -1)
     tr, va, te = split_rows(len(x), test_fraction, val_fraction, seed, where=where)
     if len(te) == 0:
-        raise UserError("--test-fraction must be > 0: the held-out rows measure whether fine-tuning helped")
+        raise UserError(
+            "--test-fraction must be > 0: the held-out rows measure whether fine-tuning helped"
+        )
     x_tr, y_tr, x_va, y_va, x_te, y_te = x[tr], y[tr], x[va], y[va], x[te], y[te]
     names = list(target_names or [f"y[{j}]" for j in range(y.shape[1])])
 
@@ -600,8 +620,18 @@ def finetune(
     scale = target_scale(y_tr)
     keras.utils.set_random_seed(seed)
     _compile(model, lr, scale)
-    fr = _fit(model, x_tr, y_tr, x_va, y_va, epochs=epochs, batch_size=batch_size,
-              patience=patience, verbose=verbose, engine=engine)
+    fr = _fit(
+        model,
+        x_tr,
+        y_tr,
+        x_va,
+        y_va,
+        epochs=epochs,
+        batch_size=batch_size,
+        patience=patience,
+        verbose=verbose,
+        engine=engine,
+    )
     end_penalty = l2sp_penalty(model)
     detach_l2sp(penalized)
     for ly in _walk(model):  # the saved model trains like the original when loaded again
@@ -613,8 +643,18 @@ def finetune(
     if scratch is not None:
         keras.utils.set_random_seed(seed)
         _compile(scratch, scratch_lr, scale)
-        sr = _fit(scratch, x_tr, y_tr, x_va, y_va, epochs=epochs, batch_size=batch_size,
-                  patience=patience, verbose=verbose, engine=engine)
+        sr = _fit(
+            scratch,
+            x_tr,
+            y_tr,
+            x_va,
+            y_va,
+            epochs=epochs,
+            batch_size=batch_size,
+            patience=patience,
+            verbose=verbose,
+            engine=engine,
+        )
         scratch_hist = sr.history
         preds["scratch"] = _predict(scratch, x_te)
         _plain_compile(scratch, scratch_lr)
@@ -624,27 +664,43 @@ def finetune(
         n: {k: regression_metrics(y_te[:, j], p[:, j]) for k, p in preds.items()}
         for j, n in enumerate(names)
     }
-    report["n_train"] = int(len(tr))
-    report["n_test"] = int(len(te))
-    report["n_val"] = int(len(va))
-    moved = [float(np.sqrt(np.sum((a - b) ** 2))) for a, b in zip(original_weights, model.get_weights())]
+    report["n_train"] = len(tr)
+    report["n_test"] = len(te)
+    report["n_val"] = len(va)
+    moved = [
+        float(np.sqrt(np.sum((a - b) ** 2))) for a, b in zip(original_weights, model.get_weights())
+    ]
     report["finetuning"] = {
         "frozen_layers": frozen,
-        "lr": lr, "batch_size": batch_size, "max_epochs": epochs, "patience": patience,
+        "lr": lr,
+        "batch_size": batch_size,
+        "max_epochs": epochs,
+        "patience": patience,
         "epochs_run": fr.epochs,
         "best_epoch": _best_epoch(fr.history),
-        "l2sp": l2sp, "l2sp_penalty_start": start_penalty, "l2sp_penalty_end": end_penalty,
+        "l2sp": l2sp,
+        "l2sp_penalty_start": start_penalty,
+        "l2sp_penalty_end": end_penalty,
         "weight_distance_from_original": float(np.sqrt(np.sum(np.square(moved)))),
         "loss": "mean squared error, each output divided by its training-row standard deviation",
-        "engine": fr.engine, "fit_seconds": round(fr.fit_seconds, 3), "seed": seed,
+        "engine": fr.engine,
+        "fit_seconds": round(fr.fit_seconds, 3),
+        "seed": seed,
     }
     if scratch is not None:
         report["finetuning"]["scratch_lr"] = scratch_lr
         report["finetuning"]["scratch_epochs_run"] = len(next(iter(scratch_hist.values()), []))
     report["verdict"] = verdict(report)
-    return FinetuneResult(model=model, report=report, history=fr.history, predictions=preds,
-                          y_test=y_te, scratch_model=scratch, scratch_history=scratch_hist,
-                          l2sp_start=start_penalty)
+    return FinetuneResult(
+        model=model,
+        report=report,
+        history=fr.history,
+        predictions=preds,
+        y_test=y_te,
+        scratch_model=scratch,
+        scratch_history=scratch_hist,
+        l2sp_start=start_penalty,
+    )
 
 
 def _best_epoch(history: dict[str, list[float]]) -> int | None:
@@ -672,13 +728,15 @@ def run(
     warn = warn or _stderr
     model = load_network(model_path)
     fmt = source_format(model)
-    data = read_data(data_path, model, inputs=inputs, targets=targets,
-                     drop_nonfinite=drop_nonfinite, warn=warn)
+    data = read_data(
+        data_path, model, inputs=inputs, targets=targets, drop_nonfinite=drop_nonfinite, warn=warn
+    )
     msg = range_warning(model, data.x, data.input_names)
     if msg:
         warn(msg)
-    res = finetune(model, data.x, data.y, target_names=data.target_names,
-                   where=f"{data_path}: ", **options)
+    res = finetune(
+        model, data.x, data.y, target_names=data.target_names, where=f"{data_path}: ", **options
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = ["report.json", "model.keras", "history.png", "scatter.png"]
@@ -714,7 +772,20 @@ def run(
 
 
 __all__ = [
-    "L2SP", "StandardizedMSE", "FinetuneResult", "attach_l2sp", "detach_l2sp", "finetune",
-    "freeze_layers", "l2sp_penalty", "load_network", "range_warning", "read_data",
-    "regression_metrics", "run", "scratch_copy", "split_rows", "verdict",
+    "L2SP",
+    "FinetuneResult",
+    "StandardizedMSE",
+    "attach_l2sp",
+    "detach_l2sp",
+    "finetune",
+    "freeze_layers",
+    "l2sp_penalty",
+    "load_network",
+    "range_warning",
+    "read_data",
+    "regression_metrics",
+    "run",
+    "scratch_copy",
+    "split_rows",
+    "verdict",
 ]

@@ -76,9 +76,16 @@ def read_images(
             raise UserError(f"{folder}: no subfolder for the classes {', '.join(missing)}")
     try:
         ds = keras.utils.image_dataset_from_directory(
-            folder, labels="inferred", label_mode="int", class_names=class_names,
-            color_mode=color_mode, batch_size=256, image_size=tuple(image_size),
-            shuffle=False, verbose=False, format=_dataset_format(),
+            folder,
+            labels="inferred",
+            label_mode="int",
+            class_names=class_names,
+            color_mode=color_mode,
+            batch_size=256,
+            image_size=tuple(image_size),
+            shuffle=False,
+            verbose=False,
+            format=_dataset_format(),
         )
     except ValueError as e:
         raise UserError(f"{folder}: {' '.join(str(e).split())}") from None
@@ -87,7 +94,9 @@ def read_images(
         xs.append(np.clip(np.rint(np.asarray(xb)), 0, 255).astype("uint8"))
         ys.append(np.asarray(yb).astype("int32"))
     if not xs:
-        raise UserError(f"{folder}: no images (.png, .jpg, .jpeg, .bmp, .gif) in the class subfolders")
+        raise UserError(
+            f"{folder}: no images (.png, .jpg, .jpeg, .bmp, .gif) in the class subfolders"
+        )
     return Images(np.concatenate(xs), np.concatenate(ys), list(class_names or subdirs))
 
 
@@ -266,14 +275,27 @@ def _stage(model, data, *, epochs, batch_size, patience, verbose, seed):
     (x_tr, y_tr), val = data
     cbs = []
     if val is not None:
-        cbs.append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=patience, restore_best_weights=True, verbose=0))
+        cbs.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=patience, restore_best_weights=True, verbose=0
+            )
+        )
     keras.utils.set_random_seed(seed)
-    return fit(model, x_tr, y_tr, epochs=epochs, batch_size=batch_size, validation_data=val,
-               callbacks=cbs, verbose=verbose)
+    return fit(
+        model,
+        x_tr,
+        y_tr,
+        epochs=epochs,
+        batch_size=batch_size,
+        validation_data=val,
+        callbacks=cbs,
+        verbose=verbose,
+    )
 
 
-def _scores(model: keras.Model, x: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[dict, np.ndarray]:
+def _scores(
+    model: keras.Model, x: np.ndarray, y: np.ndarray, n_classes: int
+) -> tuple[dict, np.ndarray]:
     from mlnnkit.train import evaluate
 
     m = evaluate(model, x, y)
@@ -338,7 +360,9 @@ def run(
         base_name = str(base)
     else:
         if cut_at is not None:
-            raise UserError("--cut-at applies to a saved model as --base, not to a keras.applications name")
+            raise UserError(
+                "--cut-at applies to a saved model as --base, not to a keras.applications name"
+            )
         w = None if weights in (None, "none") else weights
         base_model, preprocess = application_base(str(base), image_size, w)
         size, channels, cut = tuple(base_model.inputs[0].shape[1:3]), 3, None
@@ -352,7 +376,9 @@ def run(
         tr, va, _ = split_rows(len(imgs.y), 0.0, val_fraction, seed, where=f"{data_dir}: ")
         x_te, y_te = test.x, test.y
     else:
-        tr, va, te = split_rows(len(imgs.y), test_fraction, val_fraction, seed, where=f"{data_dir}: ")
+        tr, va, te = split_rows(
+            len(imgs.y), test_fraction, val_fraction, seed, where=f"{data_dir}: "
+        )
         if len(te) == 0:
             raise UserError("--test-fraction must be > 0 (or pass --test-data FOLDER)")
         x_te, y_te = imgs.x[te], imgs.y[te]
@@ -361,16 +387,31 @@ def run(
     image_shape = (*size, channels)
 
     keras.utils.set_random_seed(seed)
-    model = build_transfer_model(base_model, n_classes, image_shape, preprocess=preprocess,
-                                 scale=scale, augment=augment, dropout=dropout, seed=seed)
+    model = build_transfer_model(
+        base_model,
+        n_classes,
+        image_shape,
+        preprocess=preprocess,
+        scale=scale,
+        augment=augment,
+        dropout=dropout,
+        seed=seed,
+    )
     scratch = keras.models.clone_model(model) if compare_scratch else None
     report: dict[str, Any] = {}
     confusions: dict[str, np.ndarray] = {}
 
     base_model.trainable = False
     _compile(model, lr)
-    fr1 = _stage(model, ((x_tr, y_tr), val), epochs=epochs, batch_size=batch_size,
-                 patience=patience, verbose=verbose, seed=seed)
+    fr1 = _stage(
+        model,
+        ((x_tr, y_tr), val),
+        epochs=epochs,
+        batch_size=batch_size,
+        patience=patience,
+        verbose=verbose,
+        seed=seed,
+    )
     report["stage1"], confusions["stage1"] = _scores(model, x_te, y_te, n_classes)
     history = dict(fr1.history)
     stage_starts: list[int] = []
@@ -378,8 +419,15 @@ def run(
     if fine_tune_epochs > 0:
         unfrozen = set_trainable_top(base_model, unfreeze)
         _compile(model, fine_tune_lr)
-        fr2 = _stage(model, ((x_tr, y_tr), val), epochs=fine_tune_epochs, batch_size=batch_size,
-                     patience=patience, verbose=verbose, seed=seed + 1)
+        fr2 = _stage(
+            model,
+            ((x_tr, y_tr), val),
+            epochs=fine_tune_epochs,
+            batch_size=batch_size,
+            patience=patience,
+            verbose=verbose,
+            seed=seed + 1,
+        )
         report["stage2"], confusions["stage2"] = _scores(model, x_te, y_te, n_classes)
         stage_starts = [fr1.epochs + 1]
         for k, v in fr2.history.items():
@@ -391,8 +439,15 @@ def run(
             scratch.get_layer("preprocess").set_weights(preprocess.get_weights())
             scratch.get_layer("preprocess").trainable = False
         _compile(scratch, lr)
-        frs = _stage(scratch, ((x_tr, y_tr), val), epochs=epochs + fine_tune_epochs,
-                     batch_size=batch_size, patience=patience, verbose=verbose, seed=seed)
+        frs = _stage(
+            scratch,
+            ((x_tr, y_tr), val),
+            epochs=epochs + fine_tune_epochs,
+            batch_size=batch_size,
+            patience=patience,
+            verbose=verbose,
+            seed=seed,
+        )
         report["scratch"], confusions["scratch"] = _scores(scratch, x_te, y_te, n_classes)
         report["scratch_epochs_run"] = frs.epochs
 
@@ -402,14 +457,26 @@ def run(
         name: {key: float(c[i, i] / max(counts[i], 1)) for key, c in confusions.items()}
         for i, name in enumerate(imgs.class_names)
     }
-    report.update({
-        "n_train": int(len(tr)), "n_val": int(len(va)), "n_test": int(len(y_te)),
-        "classes": imgs.class_names, "base": base_name, "cut_at": cut,
-        "image_shape": list(image_shape), "augment": augment,
-        "epochs_run": {"stage1": fr1.epochs, "stage2": len(history.get("loss", [])) - fr1.epochs},
-        "unfrozen_layers": unfrozen,
-        "lr": lr, "fine_tune_lr": fine_tune_lr, "seed": seed,
-    })
+    report.update(
+        {
+            "n_train": len(tr),
+            "n_val": len(va),
+            "n_test": len(y_te),
+            "classes": imgs.class_names,
+            "base": base_name,
+            "cut_at": cut,
+            "image_shape": list(image_shape),
+            "augment": augment,
+            "epochs_run": {
+                "stage1": fr1.epochs,
+                "stage2": len(history.get("loss", [])) - fr1.epochs,
+            },
+            "unfrozen_layers": unfrozen,
+            "lr": lr,
+            "fine_tune_lr": fine_tune_lr,
+            "seed": seed,
+        }
+    )
     report["verdict"] = transfer_verdict(report, final)
 
     out = Path(out_dir)
@@ -422,9 +489,14 @@ def run(
         save_model(scratch, out / "scratch.keras")
         files.append("scratch.keras")
     plot_history(history, out / "history.png", title="stage 1 | stage 2", stage_starts=stage_starts)
-    titles = {"stage1": "stage 1 (head)", "stage2": "stage 2 (fine-tuned)", "scratch": "from scratch"}
-    plot_confusion({titles[k]: c for k, c in confusions.items()}, imgs.class_names,
-                   out / "confusion.png")
+    titles = {
+        "stage1": "stage 1 (head)",
+        "stage2": "stage 2 (fine-tuned)",
+        "scratch": "from scratch",
+    }
+    plot_confusion(
+        {titles[k]: c for k, c in confusions.items()}, imgs.class_names, out / "confusion.png"
+    )
     report["files"] = files
     _atomic.write_json(out / "report.json", report)
     return TransferResult(model=model, report=report, history=history, scratch_model=scratch)
@@ -439,12 +511,21 @@ def transfer_verdict(report: dict, final: str = "stage2") -> str:
     if "scratch" in report:
         d = 100 * (report[final]["accuracy"] - report["scratch"]["accuracy"])
         word = "beats" if d > 0 else "does not beat"
-        text += (f"; from scratch {report['scratch']['accuracy']:.4f}: transfer {word} scratch "
-                 f"by {d:+.1f} points")
+        text += (
+            f"; from scratch {report['scratch']['accuracy']:.4f}: transfer {word} scratch "
+            f"by {d:+.1f} points"
+        )
     return text
 
 
 __all__ = [
-    "Images", "TransferResult", "application_base", "build_transfer_model", "read_images",
-    "run", "saved_base", "set_trainable_top", "transfer_verdict",
+    "Images",
+    "TransferResult",
+    "application_base",
+    "build_transfer_model",
+    "read_images",
+    "run",
+    "saved_base",
+    "set_trainable_top",
+    "transfer_verdict",
 ]

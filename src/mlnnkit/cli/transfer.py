@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -24,47 +25,88 @@ def _size(text: str | None) -> tuple[int, int] | None:
 
 @app.command()
 def transfer(
-    base: str = typer.Option(
-        ..., "--base",
-        help="A keras.applications name (MobileNetV2, ...; ImageNet weights, downloaded) or a "
-        "saved model (.keras/.h5) to cut at --cut-at.",
-    ),
-    data: Path = typer.Option(..., "--data", "-d", help="Folder with one subfolder of images per class."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (report, plots, model)."),
-    test_data: Path = typer.Option(
-        None, "--test-data", help="Separate test folder with the same class subfolders."
-    ),
-    cut_at: str = typer.Option(
-        None, "--cut-at", help="Layer of a saved base whose output feeds the new head "
-        "(default: the input of its last layer)."
-    ),
-    image_size: str = typer.Option(None, "--image-size", help="HEIGHT,WIDTH (default: the base's)."),
-    weights: str = typer.Option(
-        "imagenet", "--weights", help="keras.applications weights: imagenet or none (random)."
-    ),
-    scale: float = typer.Option(
-        255.0, "--scale", help="Saved base: pixels are divided by this (255 as mlnnkit train does)."
-    ),
-    test_fraction: float = typer.Option(0.2, "--test-fraction", help="Images held out (no --test-data)."),
-    val_fraction: float = typer.Option(0.2, "--val-fraction", help="Share of the rest for early stopping."),
-    epochs: int = typer.Option(20, "--epochs", help="Stage 1 (new head on the frozen base): most epochs."),
-    fine_tune_epochs: int = typer.Option(
-        20, "--fine-tune-epochs", help="Stage 2 (top layers unfrozen): most epochs; 0 skips it."
-    ),
-    unfreeze: int = typer.Option(
-        None, "--unfreeze", help="Stage 2 trains the top N layers of the base (default: all)."
-    ),
-    lr: float = typer.Option(1e-3, "--lr", help="Stage 1 learning rate (Adam)."),
-    fine_tune_lr: float = typer.Option(1e-5, "--fine-tune-lr", help="Stage 2 learning rate."),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    patience: int = typer.Option(5, "--patience", help="Early stopping on validation loss."),
-    dropout: float = typer.Option(0.2, "--dropout", help="Dropout before the new head's Dense layer."),
-    augment: bool = typer.Option(False, "--augment", help="Random flips and rotations while training."),
-    compare_scratch: bool = typer.Option(
-        False, "--compare-scratch", help="Also train the same network from scratch on the same images."
-    ),
-    seed: int = typer.Option(0, "--seed"),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Print Keras's per-epoch lines."),
+    base: Annotated[
+        str,
+        typer.Option(
+            "--base",
+            help="A keras.applications name (MobileNetV2, ...; ImageNet weights, downloaded) or a "
+            "saved model (.keras/.h5) to cut at --cut-at.",
+        ),
+    ],
+    data: Annotated[
+        Path, typer.Option("--data", "-d", help="Folder with one subfolder of images per class.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (report, plots, model).")],
+    test_data: Annotated[
+        Path | None,
+        typer.Option("--test-data", help="Separate test folder with the same class subfolders."),
+    ] = None,
+    cut_at: Annotated[
+        str | None,
+        typer.Option(
+            "--cut-at",
+            help="Layer of a saved base whose output feeds the new head "
+            "(default: the input of its last layer).",
+        ),
+    ] = None,
+    image_size: Annotated[
+        str | None, typer.Option("--image-size", help="HEIGHT,WIDTH (default: the base's).")
+    ] = None,
+    weights: Annotated[
+        str,
+        typer.Option("--weights", help="keras.applications weights: imagenet or none (random)."),
+    ] = "imagenet",
+    scale: Annotated[
+        float,
+        typer.Option(
+            "--scale", help="Saved base: pixels are divided by this (255 as mlnnkit train does)."
+        ),
+    ] = 255.0,
+    test_fraction: Annotated[
+        float, typer.Option("--test-fraction", help="Images held out (no --test-data).")
+    ] = 0.2,
+    val_fraction: Annotated[
+        float, typer.Option("--val-fraction", help="Share of the rest for early stopping.")
+    ] = 0.2,
+    epochs: Annotated[
+        int, typer.Option("--epochs", help="Stage 1 (new head on the frozen base): most epochs.")
+    ] = 20,
+    fine_tune_epochs: Annotated[
+        int,
+        typer.Option(
+            "--fine-tune-epochs", help="Stage 2 (top layers unfrozen): most epochs; 0 skips it."
+        ),
+    ] = 20,
+    unfreeze: Annotated[
+        int | None,
+        typer.Option(
+            "--unfreeze", help="Stage 2 trains the top N layers of the base (default: all)."
+        ),
+    ] = None,
+    lr: Annotated[float, typer.Option("--lr", help="Stage 1 learning rate (Adam).")] = 1e-3,
+    fine_tune_lr: Annotated[
+        float, typer.Option("--fine-tune-lr", help="Stage 2 learning rate.")
+    ] = 1e-5,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    patience: Annotated[
+        int, typer.Option("--patience", help="Early stopping on validation loss.")
+    ] = 5,
+    dropout: Annotated[
+        float, typer.Option("--dropout", help="Dropout before the new head's Dense layer.")
+    ] = 0.2,
+    augment: Annotated[
+        bool, typer.Option("--augment", help="Random flips and rotations while training.")
+    ] = False,
+    compare_scratch: Annotated[
+        bool,
+        typer.Option(
+            "--compare-scratch", help="Also train the same network from scratch on the same images."
+        ),
+    ] = False,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Print Keras's per-epoch lines.")
+    ] = False,
 ) -> None:
     """Transfer a pretrained network to the image classes of --data: stage 1 trains a new
     head on the frozen base, stage 2 unfreezes its top layers at a lower learning rate;
@@ -72,11 +114,27 @@ def transfer(
     from mlnnkit import transfer as tl
 
     res = tl.run(
-        base, data, out, test_data=test_data, cut_at=cut_at, image_size=_size(image_size),
-        weights=weights, scale=scale, test_fraction=test_fraction, val_fraction=val_fraction,
-        epochs=epochs, fine_tune_epochs=fine_tune_epochs, unfreeze=unfreeze, lr=lr,
-        fine_tune_lr=fine_tune_lr, batch_size=batch_size, patience=patience, dropout=dropout,
-        augment=augment, compare_scratch=compare_scratch, seed=seed,
+        base,
+        data,
+        out,
+        test_data=test_data,
+        cut_at=cut_at,
+        image_size=_size(image_size),
+        weights=weights,
+        scale=scale,
+        test_fraction=test_fraction,
+        val_fraction=val_fraction,
+        epochs=epochs,
+        fine_tune_epochs=fine_tune_epochs,
+        unfreeze=unfreeze,
+        lr=lr,
+        fine_tune_lr=fine_tune_lr,
+        batch_size=batch_size,
+        patience=patience,
+        dropout=dropout,
+        augment=augment,
+        compare_scratch=compare_scratch,
+        seed=seed,
         verbose="auto" if verbose else 0,
     )
     r = res.report
