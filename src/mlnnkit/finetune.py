@@ -234,6 +234,15 @@ def freeze_layers(
         raise UserError(f"--freeze must be >= 0 (got {freeze})")
     layers = list(_walk(model))
     dense = [ly for ly in layers if isinstance(ly, keras.layers.Dense)]
+    tabulated = [
+        ly.name for ly in dense if getattr(ly.activation, "__name__", "") == "snap_sigmoid"
+    ]
+    if tabulated:
+        raise UserError(
+            f"layers {', '.join(tabulated)} use SNAP's tabulated sigmoid, whose gradient is zero: "
+            "fine-tune the network imported with the exact sigmoid (the default of "
+            "`mlnnkit import`) and export it again"
+        )
     to_freeze: list[keras.layers.Layer] = []
     if freeze:
         if freeze >= len(dense):
