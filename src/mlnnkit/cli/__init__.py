@@ -13,6 +13,7 @@ import traceback
 
 # Command modules (each registers its commands on `app`).
 from mlnnkit.cli import finetune as _finetune  # noqa: F401
+from mlnnkit.cli import legacy as _legacy  # noqa: F401
 from mlnnkit.cli import train as _train  # noqa: F401
 from mlnnkit.cli import transfer as _transfer  # noqa: F401
 from mlnnkit.cli._app import app, state
