@@ -53,7 +53,7 @@ def make(out: Path, net: Path | None, rows: int, gain: float, shift: float, seed
     ranges = legacy.input_ranges(model)
     if ranges is None:
         raise mlnnkit.UserError(f"{net}: the network has no input ranges to draw rows from")
-    mins, maxs, _ = (np.asarray(r, dtype="float64") if r is not None else None for r in ranges)
+    mins, maxs = (np.asarray(r, dtype="float64") for r in ranges[:2])
     rng = np.random.default_rng(seed)
     x = rng.uniform(mins, maxs, (rows, len(mins)))
     y = np.asarray(model.predict(x.astype(model.inputs[0].dtype), verbose=0), dtype="float64")

@@ -568,8 +568,19 @@ def scratch_copy(model: keras.Model) -> keras.Model:
     for a, b in zip(_walk(model), _walk(new)):
         if is_fixed_layer(a):
             b.set_weights(a.get_weights())
-        b.trainable = not type(a).__module__.startswith("mlnnkit.")
+        b.trainable = a.trainable
     return new
+
+
+def _trainable_flags(model: keras.Model) -> dict[int, bool]:
+    return {id(ly): ly.trainable for ly in _walk(model)}
+
+
+def _restore_trainable(model: keras.Model, flags: dict[int, bool]) -> None:
+    """Give the layers their flags back: the saved model trains like the original when
+    loaded again (freezing was this run's choice)."""
+    for ly in _walk(model):
+        ly.trainable = flags.get(id(ly), ly.trainable)
 
 
 def finetune(
@@ -620,7 +631,7 @@ def finetune(
 
     preds = {"original": _predict(model, x_te)}
     original_weights = [w.copy() for w in model.get_weights()]
-    trainable_before = {id(ly): ly.trainable for ly in _walk(model)}
+    trainable_before = _trainable_flags(model)
     scratch = scratch_copy(model) if compare_scratch else None
 
     frozen = freeze_layers(model, freeze, freeze_until)
@@ -643,13 +654,14 @@ def finetune(
     )
     end_penalty = l2sp_penalty(model)
     detach_l2sp(penalized)
-    for ly in _walk(model):  # the saved model trains like the original when loaded again
-        ly.trainable = trainable_before.get(id(ly), ly.trainable)
+    _restore_trainable(model, trainable_before)
     _plain_compile(model, lr)
     preds["finetuned"] = _predict(model, x_te)
 
     scratch_hist = None
     if scratch is not None:
+        scratch_flags = _trainable_flags(scratch)
+        freeze_layers(scratch)  # the scaling layers only
         keras.utils.set_random_seed(seed)
         _compile(scratch, scratch_lr, scale)
         sr = _fit(
@@ -666,6 +678,7 @@ def finetune(
         )
         scratch_hist = sr.history
         preds["scratch"] = _predict(scratch, x_te)
+        _restore_trainable(scratch, scratch_flags)
         _plain_compile(scratch, scratch_lr)
 
     report: dict[str, Any] = {k: regression_metrics(y_te, p) for k, p in preds.items()}
