@@ -79,7 +79,6 @@ def test_two_stages_report_and_frozen_base(folders, tmp_path, cli):
         "--lr",
         "0.01",
         "--compare-scratch",
-        "--augment",
     )
     assert code == 0, err
     rep = json.loads((out / "report.json").read_text())
@@ -120,6 +119,24 @@ def test_stage1_trains_the_head_only(folders, tmp_path):
     ):
         assert np.array_equal(a, b)  # frozen base, bit for bit
     assert "stage2" not in res.report and res.report["epochs_run"]["stage2"] == 0
+
+
+def test_augmentation_layers_train_only(folders):
+    _, _, base = folders
+    cut, _ = tl.saved_base(base, "flatten")
+    model = tl.build_transfer_model(cut, 3, (10, 10, 1), augment=True)
+    names = [ly.name for ly in model.layers]
+    assert names[1:3] == ["augment_flip", "augment_rotation"]
+    x = np.random.default_rng(0).uniform(0, 255, (4, 10, 10, 1)).astype("float32")
+    a = keras.ops.convert_to_numpy(model(x, training=False))
+    b = keras.ops.convert_to_numpy(model.predict(x, verbose=0))
+    np.testing.assert_allclose(a, b, rtol=1e-6)  # identity outside training
+    many = np.random.default_rng(1).uniform(0, 255, (64, 10, 10, 1)).astype("float32")
+    flipped = keras.ops.convert_to_numpy(model.get_layer("augment_flip")(many, training=True))
+    same = [np.array_equal(f, m) for f, m in zip(flipped, many)]
+    assert 0 < sum(same) < 64  # some images flipped in training, some not
+    mirrored = [np.array_equal(f, m[:, ::-1]) for f, m in zip(flipped, many)]
+    assert all(s or m for s, m in zip(same, mirrored))
 
 
 @pytest.mark.parametrize("app", ["MobileNetV2", "ResNet50", "DenseNet121"])

@@ -140,8 +140,8 @@ def application_base(name: str, image_size: tuple[int, int] | None, weights: str
     except Exception as e:  # noqa: BLE001 - urllib/socket errors of the weights download
         raise UserError(
             f"--base {name}: cannot download its ImageNet weights (no internet access? "
-            f"{type(e).__name__}); pass a saved model as --base instead (e.g. a .keras file, cut "
-            "with --cut-at LAYER), or put the weights file in ~/.keras/models/"
+            f"{' '.join(str(e).split())[:200]}); pass a saved model as --base instead (e.g. a "
+            ".keras file, cut with --cut-at LAYER), or put the weights file in ~/.keras/models/"
         ) from None
     return base, _preprocess_layer(fn)
 
