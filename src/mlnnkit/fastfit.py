@@ -357,15 +357,22 @@ class _Programs:
             _logs, state = model.test_step(state, (x, y))
             return state
 
+        def results(state):
+            # The metrics' results (Keras's epoch logs) computed in the program, from the
+            # metric variables of the final state (the last entry of the state tuple).
+            mapping = list(zip(model.metrics_variables, state[-1]))
+            with keras.StatelessScope(state_mapping=mapping):
+                return state, model.get_metrics_result()
+
         def full(state, x_all, y_all, order):
-            return _full_batches(train_step, state, x_all, y_all, batch_size, order)
+            return results(_full_batches(train_step, state, x_all, y_all, batch_size, order))
 
         def last(state, x_all, y_all, order):
-            return _last_batch(train_step, state, x_all, y_all, batch_size, order)
+            return results(_last_batch(train_step, state, x_all, y_all, batch_size, order))
 
         def evaluate(state, x_all, y_all):
             state = _full_batches(test_step, state, x_all, y_all, batch_size)
-            return _last_batch(test_step, state, x_all, y_all, batch_size)
+            return results(_last_batch(test_step, state, x_all, y_all, batch_size))
 
         self.batch_size = batch_size
         self._jitted = {"train": jax.jit(full), "last": jax.jit(last), "eval": jax.jit(evaluate)}
@@ -416,14 +423,17 @@ class _Programs:
         return out
 
     def train_epoch(self, state, x_all, y_all, order):
+        """(state, logs) after one epoch."""
         full, rest = _split(x_all.shape[0], self.batch_size)
+        logs = None
         if full:
-            state = self._run("train", state, x_all, y_all, order)
+            state, logs = self._run("train", state, x_all, y_all, order)
         if rest:
-            state = self._run("last", state, x_all, y_all, order)
-        return state
+            state, logs = self._run("last", state, x_all, y_all, order)
+        return state, logs
 
     def evaluate(self, state, x_all, y_all):
+        """(state, logs) after Keras's ``test_step`` over all batches of (x, y)."""
         return self._run("eval", state, x_all, y_all)
 
 
@@ -536,12 +546,12 @@ class FastRunner:
             if epoch == first:  # compile what the fit needs, side by side
                 eval_state = (state[0], state[1], state[3])
                 programs.prepare(programs.needed(state, x_dev, y_dev, order, val, eval_state))
-            tv, ntv, ov, mv = programs.train_epoch(state, x_dev, y_dev, order)
+            (tv, ntv, ov, mv), logs = programs.train_epoch(state, x_dev, y_dev, order)
             _assign(model.trainable_variables, tv)
             _assign(model.non_trainable_variables, ntv)
             _assign(model.optimizer.variables, ov)
             _assign(model.metrics_variables, mv)
-            epoch_logs = dict(model.get_metrics_result())
+            epoch_logs = dict(logs)
             if log.isEnabledFor(logging.DEBUG):
                 keras.ops.convert_to_numpy(mv[0])  # wait for the epoch to finish
                 log.debug("epoch %d: %.3f s", epoch, time.perf_counter() - t0)
@@ -582,8 +592,8 @@ class FastRunner:
             _values(model.non_trainable_variables),
             _values(model.metrics_variables),
         )
-        _tv, _ntv, mv = programs.evaluate(state, *val)
+        (_tv, _ntv, mv), logs = programs.evaluate(state, *val)
         _assign(model.metrics_variables, mv)
-        logs = dict(model.get_metrics_result())
+        logs = dict(logs)
         cbs.on_test_end(logs)
         return {f"val_{k}": v for k, v in logs.items()}
