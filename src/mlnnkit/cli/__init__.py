@@ -18,6 +18,7 @@ from mlnnkit.errors import MlnnkitError
 
 # Command modules (each registers its commands on `app`).
 from mlnnkit.cli import train as _train  # noqa: E402,F401
+from mlnnkit.cli import predict as _predict  # noqa: E402,F401
 
 __all__ = ["app", "main"]
 
