@@ -8,8 +8,8 @@ from pathlib import Path
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -29,6 +29,7 @@ def cli(capsys):
     from mlnnkit.cli import main
 
     def run(*args: str):
+        capsys.readouterr()  # drop what earlier steps of the test printed
         code = main([str(a) for a in args])
         out, err = capsys.readouterr()
         return code, out, err

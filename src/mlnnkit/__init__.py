@@ -16,7 +16,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 
 __version__ = "0.1.0"
 
-from mlnnkit.errors import MlnnkitError, UserError  # noqa: E402
+from mlnnkit.errors import MlnnkitError, UserError
 
 __all__ = ["MlnnkitError", "UserError", "__version__"]
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -90,7 +90,7 @@ class TableSource(_Source):
 
 
 DataConfig = Annotated[
-    Union[ImageSource, AutoMpgSource, TableSource], Field(discriminator="source")
+    ImageSource | AutoMpgSource | TableSource, Field(discriminator="source")
 ]
 
 

@@ -68,7 +68,7 @@ def load_model(
                 f"{path}: weights do not fit the config's architecture: {' '.join(str(e).split())[:300]}"
             ) from None
         return model
-    if not (name.endswith(".keras") or name.endswith(".h5") or name.endswith(".hdf5")):
+    if not name.endswith((".keras", ".h5", ".hdf5")):
         raise UserError(f"{path}: unknown model format (use .keras, .h5 or .weights.h5)")
     try:
         with warnings.catch_warnings():

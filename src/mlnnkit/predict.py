@@ -131,9 +131,10 @@ def _make_fn(model):
     import jax.numpy as jnp
 
     def fwd(tv, ntv, x):
-        flat = x.reshape(x.shape[0], -1)
-        bad = ~jnp.all(jnp.isfinite(flat), axis=1)
-        x = jnp.where(bad.reshape((-1,) + (1,) * (x.ndim - 1)), 0.0, x)
+        # Rows with a non-finite input are found here and their outputs set to NaN
+        # afterwards; their values still flow through the layers (rows never mix in
+        # inference), which costs less than cleaning the input first (~3%).
+        bad = ~jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1)
         y, _ = model.stateless_call(tv, ntv, x, training=False)
 
         def mask(a):

@@ -375,16 +375,13 @@ class NetcdfSource(_SceneSource):
                 try:
                     with _FILE_LOCK:
                         datasets[g] = xr.open_dataset(path, group=g, cache=False)
-                except OSError as e:
-                    if g is None:
-                        raise UserError(
-                            f"{path}: cannot read NetCDF: {' '.join(str(e).split())}"
-                        ) from None
-                    raise UserError(f"{path}: no group {g!r} in the file") from None
                 except Exception as e:  # noqa: BLE001 - backends raise many types
-                    raise UserError(
-                        f"{path}: cannot read NetCDF: {' '.join(str(e).split())}"
-                    ) from None
+                    msg = " ".join(str(e).split())
+                    if g is not None:
+                        raise UserError(f"{path}: cannot open group {g!r}: {msg[:200]}") from None
+                    if "did not find a match" in msg or "Unknown file format" in msg:
+                        msg = "not a NetCDF (or HDF5) file"
+                    raise UserError(f"{path}: cannot read NetCDF: {msg[:200]}") from None
             return datasets[g]
 
         try:

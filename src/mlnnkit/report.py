@@ -7,9 +7,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from mlnnkit._atomic import atomic_path  # noqa: E402
+from mlnnkit._atomic import atomic_path
 
 
 def history_metrics(history: dict[str, list[float]]) -> list[str]:

@@ -19,7 +19,6 @@ continues from its last finished epoch (``callbacks.resume``, on by default).
 
 from __future__ import annotations
 
-import os
 import platform
 import shutil
 import sys
@@ -258,9 +257,9 @@ def run(
         "backend": keras.backend.backend(),
         "versions": versions(),
         "seed": cfg.seed,
-        "n_train": int(len(ds.x_train)),
-        "n_val": int(len(ds.x_val)) if has_val else 0,
-        "n_test": int(len(ds.x_test)),
+        "n_train": len(ds.x_train),
+        "n_val": len(ds.x_val) if has_val else 0,
+        "n_test": len(ds.x_test),
     }
     if has_val:
         metrics["validation"] = {k[4:]: v[-1] for k, v in history.items() if k.startswith("val_")}
@@ -289,4 +288,4 @@ def write_outputs(out: Path, model: keras.Model, history, metrics, title: str = 
     _atomic.write_json(out / "metrics.json", metrics)
 
 
-__all__ = ["fit", "evaluate", "run", "FitResult", "RunResult", "save_model", "versions"]
+__all__ = ["FitResult", "RunResult", "evaluate", "fit", "run", "save_model", "versions"]

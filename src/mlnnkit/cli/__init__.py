@@ -11,20 +11,22 @@ from __future__ import annotations
 import sys
 import traceback
 
-import click
-
+# Command modules (each registers its commands on `app`).
+from mlnnkit.cli import predict as _predict  # noqa: F401
+from mlnnkit.cli import train as _train  # noqa: F401
 from mlnnkit.cli._app import app, state
 from mlnnkit.errors import MlnnkitError
-
-# Command modules (each registers its commands on `app`).
-from mlnnkit.cli import train as _train  # noqa: E402,F401
-from mlnnkit.cli import predict as _predict  # noqa: E402,F401
 
 __all__ = ["app", "main"]
 
 
 def _one_line(msg: str) -> str:
     return " ".join(str(msg).split())
+
+
+def _is_usage_error(e: BaseException) -> bool:
+    # Click's ClickException interface (Typer may vendor its own copy of Click).
+    return hasattr(e, "format_message") and hasattr(e, "exit_code") and hasattr(e, "show")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,17 +40,20 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return e.exit_code
-    except click.exceptions.Abort:
-        print("error: aborted", file=sys.stderr)
-        return 130
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.ClickException as e:  # usage errors: bad option, missing argument
-        if state.debug:
-            traceback.print_exc()
-        print(f"error: {_one_line(e.format_message())}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        name = type(e).__name__
+        if name == "Exit" and hasattr(e, "exit_code"):
+            return e.exit_code
+        if name == "Abort":
+            print("error: aborted", file=sys.stderr)
+            return 130
+        if _is_usage_error(e):  # bad option, missing argument, bad parameter value
+            if state.debug:
+                traceback.print_exc()
+            print(f"error: {_one_line(e.format_message())}", file=sys.stderr)
+            return 2
+        raise
     return rv if isinstance(rv, int) else 0

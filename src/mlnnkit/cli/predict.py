@@ -2,63 +2,97 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from mlnnkit.cli._app import app
 
+_ADDRESS = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
+
 
 @app.command()
 def predict(
-    model: Path = typer.Argument(..., help="Model: .keras or .h5 (e.g. from `mlnnkit import`)."),
-    inputs_files: list[str] = typer.Argument(
-        ...,
-        metavar="INPUT...",
-        help="Input files (.npy, .csv, .parquet, NetCDF .nc, HDF5 .h5) or globs ('scenes/*.nc').",
-    ),
-    output: str = typer.Option(
-        ..., "--output", "-o",
-        help="Output file (its suffix picks the kind), or a directory for several inputs.",
-    ),  # fmt: skip
-    inputs: str = typer.Option(
-        None, "--inputs",
-        help="Columns/variables that are the model's inputs, in its order (comma list or "
-        "globs). Default: the model's own input names, else all columns of the file.",
-    ),  # fmt: skip
-    outputs: str = typer.Option(
-        None, "--outputs",
-        help="Names of the output columns/variables. Default: the model's own, else prediction.",
-    ),  # fmt: skip
-    chunk_rows: int = typer.Option(
-        None, "--chunk-rows", min=1,
-        help="Rows per compiled call (default: chosen from the model's size).",
-    ),  # fmt: skip
-    block_rows: int = typer.Option(
-        None, "--block-rows", min=1,
-        help="Rows read and written at a time, and per Dask task (default: ~32 MB of data).",
-    ),  # fmt: skip
-    dask: str = typer.Option(
-        None, "--dask", is_flag=False, flag_value="local", metavar="[ADDRESS]",
-        help="Run as Dask tasks: on local threads (--dask), or on the dask.distributed "
-        "scheduler at ADDRESS (--dask tcp://host:8786). Put it after the inputs.",
-    ),  # fmt: skip
-    progress: bool = typer.Option(
-        None, "--progress/--no-progress", help="Progress bar (default: on a terminal)."
-    ),
+    model: Annotated[Path, typer.Argument(help="Model: .keras or .h5 (e.g. from `mlnnkit import`).")],
+    files: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="INPUT... [ADDRESS]",
+            help="Input files (.npy, .csv, .parquet, NetCDF .nc, HDF5 .h5) or globs "
+            "('scenes/*.nc'); with --dask, a scheduler address (tcp://host:8786) among them.",
+        ),
+    ],
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output", "-o",
+            help="Output file (its suffix picks the kind), or a directory for several inputs.",
+        ),
+    ],
+    inputs: Annotated[
+        str | None,
+        typer.Option(
+            "--inputs",
+            help="Columns/variables that are the model's inputs, in its order (comma list or "
+            "globs). Default: the model's own input names, else all columns of the file.",
+        ),
+    ] = None,
+    outputs: Annotated[
+        str | None,
+        typer.Option(
+            "--outputs",
+            help="Names of the output columns/variables. Default: the model's own, else "
+            "prediction (prediction_1, ... for several).",
+        ),
+    ] = None,
+    chunk_rows: Annotated[
+        int | None,
+        typer.Option(
+            "--chunk-rows", min=1, help="Rows per compiled call (default: from the model's size)."
+        ),
+    ] = None,
+    block_rows: Annotated[
+        int | None,
+        typer.Option(
+            "--block-rows", min=1,
+            help="Rows read and written at a time, and per Dask task (default: ~32 MB of data).",
+        ),
+    ] = None,
+    dask: Annotated[
+        bool,
+        typer.Option(
+            "--dask",
+            help="Run as Dask tasks: on local threads, or on the dask.distributed scheduler "
+            "whose address (tcp://host:8786) follows --dask.",
+        ),
+    ] = False,
+    progress: Annotated[
+        bool | None,
+        typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal)."),
+    ] = None,
 ) -> None:
     """Apply a model to every row (or pixel) of files of any size, chunk by chunk, with
     a compiled float32 forward pass. Rows with NaN in an input give NaN outputs.
 
     A scene (NetCDF/HDF5 variables of one shape, e.g. a 2030 x 1354 granule) is flattened
     to rows and the outputs are written back, in a copy of the file, as variables of the
-    same shape. Every output is written under a temporary name and renamed when complete."""
+    same shape. Every output is written under a temporary name and renamed when complete.
+    With several inputs, a file that fails is reported and the others go on (exit 2 at the
+    end)."""
     from mlnnkit import predict_io
     from mlnnkit.errors import UserError
     from mlnnkit.models import load_model
 
-    jobs = predict_io.plan_jobs(inputs_files, output)
+    addresses = [f for f in files if _ADDRESS.match(f)]
+    if addresses and not dask:
+        raise UserError(f"{addresses[0]} is not a file; to run on that Dask scheduler add --dask")
+    if len(addresses) > 1:
+        raise UserError(f"one Dask scheduler address, please (got {', '.join(addresses)})")
+    address = addresses[0] if addresses else None
+    jobs = predict_io.plan_jobs([f for f in files if f not in addresses], output)
     for src, dst in jobs:  # fail early on a kind we cannot write
         predict_io.kind_of(dst)
     net = load_model(model, compile=False)
@@ -66,13 +100,14 @@ def predict(
 
     def report(r: predict_io.FileResult) -> None:
         if r.error:
-            if len(jobs) > 1:
-                typer.echo(f"error: {r.input}: {r.error}", err=True)
+            if len(jobs) > 1:  # one file: its error is the command's (below)
+                named = r.error.startswith(str(r.input))
+                typer.echo(f"error: {'' if named else f'{r.input}: '}{r.error}", err=True)
             return
-        rate = r.rows / r.seconds / 1e6 if r.seconds > 0 else float("nan")
+        rate = r.rows / r.seconds if r.seconds > 0 else 0.0
         typer.echo(
             f"{r.output}: {r.rows:,} rows ({r.masked_rows:,} with NaN input -> NaN) "
-            f"in {r.seconds:.2f} s ({rate:.2f} M rows/s)"
+            f"in {r.seconds:.2f} s ({rate / 1e6:.3g} M rows/s)"
         )
 
     with _Progress(show) as bar:
@@ -80,12 +115,11 @@ def predict(
             inputs=inputs, outputs=outputs, chunk_rows=chunk_rows, block_rows=block_rows,
             progress=bar.advance, on_open=bar.add, on_done=report,
         )  # fmt: skip
-        if dask is None:
+        if not dask:
             results = predict_io.predict_files(net, jobs, **kwargs)
         else:
             from mlnnkit.predict_dask import predict_files_dask
 
-            address = None if dask in ("", "local") else dask
             results = predict_files_dask(net, jobs, address=address, **kwargs)
     failed = [r for r in results if r.error]
     if len(jobs) == 1 and failed:

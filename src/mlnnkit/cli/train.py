@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -11,12 +12,12 @@ from mlnnkit.cli._app import app
 
 @app.command()
 def train(
-    config: Path = typer.Argument(..., help="Run config (TOML), e.g. examples/seed_mnist.toml."),
-    out: Path = typer.Option(
-        None, "--out", "-o", help="Run directory (default: runs/<config name>)."
-    ),
-    epochs: int = typer.Option(None, "--epochs", help="Override fit.epochs."),
-    seed: int = typer.Option(None, "--seed", help="Override the config's seed."),
+    config: Annotated[Path, typer.Argument(help="Run config (TOML), e.g. examples/seed_mnist.toml.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run directory (default: runs/<config name>).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Override fit.epochs.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Override the config's seed.")] = None,
 ) -> None:
     """Train the network a run config describes, evaluate it on the test split, and write
     the run directory (model.keras, model.h5, history.csv, history.png, metrics.json).
@@ -39,9 +40,9 @@ def train(
 
 @app.command()
 def evaluate(
-    model: Path = typer.Argument(..., help="Saved model: .keras, .h5 or .weights.h5."),
-    config: Path = typer.Option(..., "--config", "-c", help="Run config whose test split to use."),
-    json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+    model: Annotated[Path, typer.Argument(help="Saved model: .keras, .h5 or .weights.h5.")],
+    config: Annotated[Path, typer.Option("--config", "-c", help="Run config whose test split to use.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
     """Re-evaluate a saved model on the test split of a run config."""
     import json
@@ -53,11 +54,11 @@ def evaluate(
 
     cfg = load_config(config)
     ds = load_data(cfg)
-    m = load_model(model, cfg, input_shape=tuple(ds.x_train.shape[1:]))
-    if not getattr(m, "compiled", False) or m.optimizer is None and m.loss is None:
-        from mlnnkit.build import compile_model
+    from mlnnkit.build import compile_model
 
-        compile_model(m, cfg.compile)
+    # The config's loss and metrics define what is reported, whatever the file was compiled with.
+    m = load_model(model, cfg, input_shape=tuple(ds.x_train.shape[1:]), compile=False)
+    compile_model(m, cfg.compile)
     res = train_mod.evaluate(m, ds.x_test, ds.y_test)
     if json_out:
         typer.echo(json.dumps({"test": res}))

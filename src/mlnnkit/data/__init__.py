@@ -62,7 +62,7 @@ def load_data(cfg: RunConfig) -> Dataset:
         v = tables.load(cfg.fit.validation, seed=cfg.seed, base_dir=cfg.base_dir, split=False)
         ds.x_val, ds.y_val = v.x_train, v.y_train
     elif cfg.fit.validation_split > 0:
-        n_val = int(round(len(ds.x_train) * cfg.fit.validation_split))
+        n_val = round(len(ds.x_train) * cfg.fit.validation_split)
         if n_val < 1 or n_val >= len(ds.x_train):
             from mlnnkit.errors import UserError
 

@@ -2,14 +2,13 @@
 
 The table is the one vega_datasets ships as ``cars`` (UCI Auto MPG, 406 rows). As in the
 tutorial: rows with missing values are dropped (398 -> 392 usable), ``Origin`` is one-hot
-encoded (USA, Europe, Japan), train/test are split at random with the run's seed, and
+encoded (USA, Europe, Japan), train/test are split as the tutorial does (``DataFrame.sample(frac=0.8,
+random_state=seed)``), and
 the target is ``Miles_per_Gallon``. Features are normalized inside the model (set
 ``model.normalize = true``), adapted on the training split only.
 """
 
 from __future__ import annotations
-
-import numpy as np
 
 from mlnnkit.data import Dataset
 from mlnnkit.errors import UserError
@@ -36,7 +35,8 @@ def frame():
         raise UserError("auto_mpg needs the vega_datasets package: pip install vega_datasets")
     import pandas as pd
 
-    df = data.cars().dropna().copy()
+    # Read the file vega_datasets ships (its own reader passes options pandas deprecates).
+    df = pd.read_json(data.cars.filepath).dropna().copy()
     year = pd.to_datetime(df["Year"]).dt.year - 1900
     df["Model_Year"] = year.astype("float64")
     for origin in ("USA", "Europe", "Japan"):
@@ -46,17 +46,14 @@ def frame():
 
 def load(src, seed: int = 0) -> Dataset:
     df = frame()
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(df))
-    n_test = int(round(len(df) * src.test_fraction))
-    test_idx, train_idx = order[:n_test], order[n_test:]
-    x = df[FEATURES].to_numpy("float32")
-    y = df[[TARGET]].to_numpy("float32")
+    # The tutorial's split: a seeded pandas sample for training, the rest for testing.
+    train = df.sample(frac=1.0 - src.test_fraction, random_state=seed)
+    test = df.drop(train.index)
     return Dataset(
-        x_train=x[train_idx],
-        y_train=y[train_idx],
-        x_test=x[test_idx],
-        y_test=y[test_idx],
+        x_train=train[FEATURES].to_numpy("float32"),
+        y_train=train[[TARGET]].to_numpy("float32"),
+        x_test=test[FEATURES].to_numpy("float32"),
+        y_test=test[[TARGET]].to_numpy("float32"),
         feature_names=list(FEATURES),
         target_names=[TARGET],
         description="auto_mpg",

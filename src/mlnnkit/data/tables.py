@@ -108,7 +108,7 @@ def load(src, seed: int = 0, base_dir: Path = Path("."), split: bool = True) -> 
         x_train, y_train = x, y
     else:
         order = np.random.default_rng(seed).permutation(len(x))
-        n_test = int(round(len(x) * src.test_fraction))
+        n_test = round(len(x) * src.test_fraction)
         if src.test_fraction > 0 and (n_test < 1 or n_test >= len(x)):
             raise UserError(
                 f"{where}{len(x)} rows are too few to hold out test_fraction={src.test_fraction}"
