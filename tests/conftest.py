@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+# ../shared beside the repository; MLNNKIT_SHARED points elsewhere (e.g. from a worktree).
+SHARED = Path(os.environ.get("MLNNKIT_SHARED", REPO.parent / "shared"))
 FIXTURES = SHARED / "fixtures"
 
 

@@ -16,7 +16,12 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 
 __version__ = "0.1.0"
 
+from mlnnkit import _keras_hook
 from mlnnkit.errors import MlnnkitError, UserError
+
+# Keras finds mlnnkit's layers (saved in .keras files of imported networks) once it is
+# imported, without `import mlnnkit` importing Keras itself.
+_keras_hook.install()
 
 __all__ = ["MlnnkitError", "UserError", "__version__"]
 

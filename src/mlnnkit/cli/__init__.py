@@ -12,6 +12,7 @@ import sys
 import traceback
 
 # Command modules (each registers its commands on `app`).
+from mlnnkit.cli import legacy as _legacy  # noqa: F401
 from mlnnkit.cli import predict as _predict  # noqa: F401
 from mlnnkit.cli import train as _train  # noqa: F401
 from mlnnkit.cli._app import app, state

@@ -1,0 +1,271 @@
+"""Legacy raw-weight networks in and out of Keras: OC-SMART MLNN HDF5, ffbp ``.net``,
+generic raw-weight HDF5.
+
+Each format is one module that reads a file into a neutral
+:class:`~mlnnkit.legacy.spec.NetworkSpec` and writes one back, without Keras
+(:mod:`~mlnnkit.legacy.ocsmart`, :mod:`~mlnnkit.legacy.ffbp`,
+:mod:`~mlnnkit.legacy.rawh5`). This package joins specs to Keras models:
+
+- :func:`load` (file -> checked ``keras.Model``) and :func:`save` (model -> file, checked);
+- :func:`read`, :func:`write`, :func:`detect_format` (file <-> spec);
+- :func:`to_keras`, :func:`from_keras` (spec <-> model);
+- :func:`verify`: the model against the file's own float64 math;
+- :func:`input_ranges`, :func:`source_format`: what an imported model remembers.
+
+Example:
+    >>> import mlnnkit
+    >>> model = mlnnkit.legacy.load("PACE_Lrc_aaNN.H5")          # doctest: +SKIP
+    >>> model.predict(x)                                          # doctest: +SKIP
+    >>> mlnnkit.legacy.save(model, "tuned.h5", format="ocsmart")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlnnkit import _atomic
+from mlnnkit.errors import UserError
+from mlnnkit.legacy import _hdf5, ffbp, ocsmart, rawh5
+from mlnnkit.legacy.spec import NetworkSpec, Scaling
+
+if TYPE_CHECKING:
+    import keras
+
+    from mlnnkit.legacy._keras import from_keras, input_ranges, source_format, to_keras
+    from mlnnkit.legacy._verify import VerifyResult
+
+__all__ = [
+    "FORMATS",
+    "NetworkSpec",
+    "Scaling",
+    "VerifyResult",
+    "detect_format",
+    "from_keras",
+    "input_ranges",
+    "load",
+    "read",
+    "save",
+    "source_format",
+    "to_keras",
+    "verify",
+    "write",
+]
+
+#: Format name -> module with ``read(path, **options)``, ``write(spec, path)``,
+#: ``check_writable(spec)``, ``NAME``, ``DESCRIPTION``.
+FORMATS = {m.NAME: m for m in (ocsmart, ffbp, rawh5)}
+
+_LAZY = {
+    "to_keras": "mlnnkit.legacy._keras",
+    "from_keras": "mlnnkit.legacy._keras",
+    "input_ranges": "mlnnkit.legacy._keras",
+    "source_format": "mlnnkit.legacy._keras",
+    "VerifyResult": "mlnnkit.legacy._verify",
+}
+
+
+def __getattr__(name: str):
+    # The Keras side is imported on first use: reading and inspecting files stays fast.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mlnnkit.legacy' has no attribute {name!r}")
+
+
+def _format_module(fmt: str):
+    try:
+        return FORMATS[fmt]
+    except KeyError:
+        raise UserError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}") from None
+
+
+def detect_format(path: str | Path) -> str:
+    """Tell a file's format from its content: ``"ocsmart"``, ``"ffbp"``, ``"rawh5"``
+    (HDF5 without the OC-SMART datasets) or ``"keras"`` (a saved Keras model).
+
+    Example:
+        >>> detect_format("olci_rw_iop_37x37x37_596495.4.net")  # doctest: +SKIP
+        'ffbp'
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: file not found")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a network file")
+    with open(path, "rb") as f:
+        head = f.read(65536)
+    if head[:4] == b"PK\x03\x04" and path.suffix.lower() == ".keras":
+        return "keras"
+    if head[:8] == _hdf5.HDF5_SIGNATURE:
+        with _hdf5.open_h5(path) as h5:
+            if ocsmart.looks_like(h5):
+                return ocsmart.NAME
+            if "model_config" in h5.attrs or "keras_version" in h5.attrs:
+                return "keras"
+        return rawh5.NAME
+    if b"\x00" not in head and ffbp.looks_like(head.decode("utf-8", errors="replace")):
+        return ffbp.NAME
+    raise UserError(
+        f"{path}: cannot tell the network format (not HDF5, not an ffbp .net text file); "
+        f"pass --format {'|'.join(FORMATS)}"
+    )
+
+
+def read(path: str | Path, format: str | None = None, **options: Any) -> NetworkSpec:
+    """Read a legacy network file into a :class:`NetworkSpec` (format detected if None).
+
+    ``options`` go to the rawh5 reader (``weights``, ``biases``, ``activations``,
+    ``transpose``, ``norm_in``, ``norm_out``, ``scale_range``); options that are None
+    are ignored.
+
+    Example:
+        >>> spec = read("net.h5", "rawh5", weights="W{i}", activations="tanh,linear")  # doctest: +SKIP
+    """
+    options = {k: v for k, v in options.items() if v is not None}
+    fmt = format or detect_format(path)
+    if fmt == "keras":
+        from mlnnkit.legacy._keras import from_keras
+        from mlnnkit.models import load_model
+
+        return from_keras(load_model(path, compile=False))
+    module = _format_module(fmt)
+    if options and module is not rawh5:
+        raise UserError(
+            f"options {', '.join(sorted(options))} apply to --format rawh5 only; "
+            f"{path} is read as {fmt}"
+        )
+    return module.read(path, **options)
+
+
+def write(spec: NetworkSpec, path: str | Path, format: str, **options: Any) -> Path:
+    """Write ``spec`` in ``format`` atomically (no check against a model; see :func:`save`)."""
+    module = _format_module(format)
+    module.check_writable(spec)
+    with _atomic.atomic_path(path) as tmp:
+        module.write(spec, tmp, **options)
+    return Path(path)
+
+
+def load(
+    path: str | Path,
+    format: str | None = None,
+    *,
+    dtype: str = "float32",
+    sigmoid: str = "exact",
+    check: bool = True,
+    samples: int = 2048,
+    tolerance: float = 1e-5,
+    **options: Any,
+) -> keras.Model:
+    """Import a legacy network file as a Keras model, checked against the file's math.
+
+    Args:
+        path: the network file.
+        format: ``"ocsmart"``, ``"ffbp"``, ``"rawh5"`` or None (detect).
+        dtype: ``"float32"`` (default) or ``"float64"``.
+        sigmoid: ``"exact"`` (default) or ``"snap"`` (SNAP's tabulated sigmoid, for ffbp).
+        check: run :func:`verify` on ``samples`` inputs and raise
+            :class:`~mlnnkit.errors.VerificationError` above ``tolerance`` of the output
+            ranges (default True).
+        **options: rawh5 reader options (see :func:`read`).
+
+    Example:
+        >>> model = load("PACE_Lrc_aaNN.H5")                   # doctest: +SKIP
+        >>> model = load("net.h5", weights="W{i}", biases="b{i}",
+        ...              activations="tanh,linear")            # doctest: +SKIP
+    """
+    from mlnnkit.legacy._keras import to_keras
+
+    spec = read(path, format, **options)
+    model = to_keras(spec, dtype, sigmoid=sigmoid, name=Path(path).stem)
+    if check:
+        verify(model, spec, samples=samples, tolerance=tolerance).raise_if_failed(
+            f"the model imported from {path}"
+        )
+    return model
+
+
+def save(
+    model: keras.Model,
+    path: str | Path,
+    format: str | None = None,
+    *,
+    samples: int = 2048,
+    tolerance: float = 1e-5,
+    **options: Any,
+) -> VerifyResult:
+    """Write ``model`` in a legacy format; the written file is read back and verified.
+
+    Args:
+        model: an imported (possibly fine-tuned) model, or one built from Dense layers.
+        path: the output file, written atomically: nothing is left if anything fails.
+        format: ``"ocsmart"``, ``"ffbp"`` or ``"rawh5"``; None: the format the model was
+            imported from (else ``"ocsmart"``).
+        **options: rawh5 writer options (``weights``, ``biases``, ``transpose``,
+            ``norm_in``, ``norm_out``).
+
+    Returns:
+        the :class:`VerifyResult` of the model against the file it wrote.
+
+    Raises:
+        UserError: the model cannot be expressed in the format (the message says why).
+        VerificationError: the written file does not compute what the model computes.
+    """
+    from mlnnkit.legacy._keras import from_keras, source_format
+
+    fmt = format or source_format(model) or ocsmart.NAME
+    module = _format_module(fmt)
+    options = {k: v for k, v in options.items() if v is not None}
+    if options and module is not rawh5:
+        raise UserError(f"options {', '.join(sorted(options))} apply to --format rawh5 only")
+    spec = from_keras(model)
+    try:
+        module.check_writable(spec)
+    except UserError as e:
+        raise UserError(f"cannot export model {model.name!r} as {fmt}: {e}") from None
+    with _atomic.atomic_path(path) as tmp:
+        module.write(spec, tmp, **options)
+        back = module.read(tmp)
+        result = verify(model, back, samples=samples, tolerance=tolerance)
+        result.raise_if_failed(f"the {fmt} file written from model {model.name!r}")
+    return result
+
+
+def verify(
+    model: keras.Model,
+    source: str | Path | NetworkSpec,
+    *,
+    samples: int = 10_000,
+    tolerance: float = 1e-5,
+    seed: int = 0,
+    format: str | None = None,
+    **options: Any,
+) -> VerifyResult:
+    """Compare ``model`` with the float64 NumPy reference of a legacy file (or spec).
+
+    Returns a :class:`VerifyResult` with the per-output max absolute error and max error
+    relative to the output's range; ``result.passed`` is ``max <= tolerance``. For a
+    rawh5 file, the reading options the model was imported with are reused unless
+    given.
+
+    Example:
+        >>> r = verify(model, "PACE_Lrc_aaNN.H5")  # doctest: +SKIP
+        >>> r.passed, r.max_rel_error               # doctest: +SKIP
+        (True, 3.1e-07)
+    """
+    from mlnnkit.layers import InputScaling
+    from mlnnkit.legacy._keras import _layers
+    from mlnnkit.legacy._verify import verify as _verify
+
+    if isinstance(source, NetworkSpec):
+        spec = source
+    else:
+        fmt = format or detect_format(source)
+        if fmt == rawh5.NAME and not any(v is not None for v in options.values()):
+            layer = next((l for l in _layers(model) if isinstance(l, InputScaling)), None)
+            if layer is not None and layer.source_format == rawh5.NAME:
+                options = dict(layer.source_options)
+        spec = read(source, fmt, **options)
+    return _verify(model, spec, samples=samples, tolerance=tolerance, seed=seed)

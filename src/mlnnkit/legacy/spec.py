@@ -1,0 +1,312 @@
+"""The neutral description of a dense retrieval network that every format reads and writes.
+
+A :class:`NetworkSpec` is what a legacy file *means*, independent of its layout and of
+Keras: plane sizes, one activation per layer, weights in ``(out, in)`` orientation
+(``z = W @ a + b``, MATLAB's and ffbp's convention; a Keras kernel is ``W.T``), biases,
+and min-max scaling of the inputs and outputs. Format modules
+(:mod:`~mlnnkit.legacy.ocsmart`, :mod:`~mlnnkit.legacy.ffbp`,
+:mod:`~mlnnkit.legacy.rawh5`) turn files into specs and back;
+:mod:`mlnnkit.legacy` turns specs into Keras models and back.
+
+Example:
+    >>> import numpy as np
+    >>> spec = NetworkSpec(
+    ...     weights=[np.ones((3, 2)), np.ones((1, 3))],
+    ...     biases=[np.zeros(3), np.zeros(1)],
+    ...     activations=["tanh", "linear"],
+    ...     input_scaling=Scaling([0.0, 0.0], [1.0, 2.0], target=(-1.0, 1.0)),
+    ... )
+    >>> spec.sizes
+    [2, 3, 1]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mlnnkit.errors import UserError
+
+#: Activations a spec may use (what every format and the NumPy reference know).
+ACTIVATIONS = ("linear", "tanh", "sigmoid", "relu")
+
+#: Other spellings accepted on input (MATLAB's transfer-function names among them).
+ALIASES = {
+    "identity": "linear",
+    "none": "linear",
+    "purelin": "linear",
+    "tansig": "tanh",
+    "logsig": "sigmoid",
+    "logistic": "sigmoid",
+    "poslin": "relu",
+}
+
+
+def canonical_activation(name: str, where: str = "") -> str:
+    """Return the canonical spelling of an activation name or raise a UserError.
+
+    Example:
+        >>> canonical_activation("tansig")
+        'tanh'
+    """
+    key = str(name).strip().lower()
+    key = ALIASES.get(key, key)
+    if key not in ACTIVATIONS:
+        prefix = f"{where}: " if where else ""
+        raise UserError(f"{prefix}unknown activation {name!r}; use one of {', '.join(ACTIVATIONS)}")
+    return key
+
+
+@dataclass
+class Scaling:
+    """Min-max scaling between physical values and the network's own interval.
+
+    ``forward`` maps physical values to the network interval ``target = (lo, hi)``:
+    ``lo + (x - minimum) * (hi - lo) / (maximum - minimum)``; ``inverse`` maps back.
+    OC-SMART scales to ``(-1, 1)`` (MATLAB ``mapminmax``), ffbp to ``(0, 1)``.
+    """
+
+    minimum: np.ndarray
+    maximum: np.ndarray
+    target: tuple[float, float] = (-1.0, 1.0)
+
+    def __post_init__(self) -> None:
+        self.minimum = np.asarray(self.minimum, dtype=np.float64).reshape(-1)
+        self.maximum = np.asarray(self.maximum, dtype=np.float64).reshape(-1)
+        self.target = (float(self.target[0]), float(self.target[1]))
+
+    def __len__(self) -> int:
+        return len(self.minimum)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        lo, hi = self.target
+        return lo + (x - self.minimum) * (hi - lo) / (self.maximum - self.minimum)
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        lo, hi = self.target
+        return self.minimum + (y - lo) * (self.maximum - self.minimum) / (hi - lo)
+
+
+#: ``where(kind, index) -> label`` names the place in a file a problem comes from
+#: (``"Weights/Layer2"``, ``"line 812 (wgt 1 37 37)"``, ``"Norm_in row 5"``). Kinds:
+#: ``weights``/``biases`` (layer index from 0), ``input_range``/``output_range`` (row
+#: from 0), ``activations``, ``input_names``/``output_names`` (index None).
+Where = Callable[[str, "int | None"], str]
+
+
+def _default_where(kind: str, index: int | None) -> str:
+    if index is None:
+        return kind
+    if kind in ("weights", "biases"):
+        return f"{kind} of layer {index + 1}"
+    return f"{kind.replace('_', ' ')} {index + 1}"
+
+
+@dataclass
+class NetworkSpec:
+    """A dense feed-forward network as a legacy file describes it.
+
+    Args:
+        weights: one ``(out, in)`` float64 array per layer (``z = W @ a + b``).
+        biases: one ``(out,)`` float64 array per layer.
+        activations: one name per layer from :data:`ACTIVATIONS`.
+        input_scaling: physical inputs -> network interval (None: inputs used as given).
+        output_scaling: network interval -> physical outputs (None: outputs as computed).
+        input_names, output_names: variable names when the file has them.
+        source_format: ``"ocsmart"``, ``"ffbp"``, ``"rawh5"`` or ``"keras"``.
+        header: free text the file carried (the ffbp header block), kept for export.
+        source_options: reader options needed to read the file again (rawh5 patterns).
+        precision: ``"float32"`` when the numbers went through a float32 model (writers
+            then print the shortest decimal that gives the same float32).
+    """
+
+    weights: list[np.ndarray]
+    biases: list[np.ndarray]
+    activations: list[str]
+    input_scaling: Scaling | None = None
+    output_scaling: Scaling | None = None
+    input_names: list[str] | None = None
+    output_names: list[str] | None = None
+    source_format: str | None = None
+    header: str = ""
+    source_options: dict[str, Any] = field(default_factory=dict)
+    precision: str = "float64"
+
+    @property
+    def sizes(self) -> list[int]:
+        """Plane sizes, input first: ``[7, 100, 1]``."""
+        if not self.weights:
+            return []
+        return [int(self.weights[0].shape[1])] + [int(w.shape[0]) for w in self.weights]
+
+    @property
+    def n_inputs(self) -> int:
+        return self.sizes[0]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.sizes[-1]
+
+    @property
+    def n_params(self) -> int:
+        return int(sum(w.size + b.size for w, b in zip(self.weights, self.biases)))
+
+    def names_in(self) -> list[str]:
+        """Input names, or ``input_1 ...`` when the file has none."""
+        return list(self.input_names or [f"input_{i + 1}" for i in range(self.n_inputs)])
+
+    def names_out(self) -> list[str]:
+        """Output names, or ``output_1 ...`` when the file has none."""
+        return list(self.output_names or [f"output_{i + 1}" for i in range(self.n_outputs)])
+
+    def output_span(self) -> np.ndarray | None:
+        """``max - min`` of each output from the file, or None when it has no ranges."""
+        if self.output_scaling is None:
+            return None
+        return self.output_scaling.maximum - self.output_scaling.minimum
+
+    def validate(self, path: str, where: Where | None = None) -> NetworkSpec:
+        """Check the description is a computable network; return self.
+
+        Raises a :class:`~mlnnkit.errors.UserError` naming ``path`` and, through
+        ``where(kind, index)``, the dataset or line at fault: shapes that do not chain,
+        a bias whose length differs from its layer, NaN or Inf in weights, biases or
+        ranges, a range with min >= max, an unknown activation, a count of names that
+        differs from the planes.
+        """
+        where = where or _default_where
+
+        def fail(msg: str) -> None:
+            raise UserError(f"{path}: {msg}")
+
+        if not self.weights:
+            fail("the network has no layers")
+        if len(self.biases) != len(self.weights):
+            fail(f"{len(self.weights)} weight arrays but {len(self.biases)} bias arrays")
+        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+            wl, bl = where("weights", k), where("biases", k)
+            if w.ndim != 2 or 0 in w.shape:
+                fail(f"{wl} has shape {tuple(w.shape)}; a layer needs a non-empty 2-D array")
+            if k > 0 and w.shape[1] != self.weights[k - 1].shape[0]:
+                fail(
+                    f"{wl} has shape {tuple(w.shape)}: its {w.shape[1]} inputs do not match "
+                    f"the {self.weights[k - 1].shape[0]} outputs of {where('weights', k - 1)} "
+                    f"(shape {tuple(self.weights[k - 1].shape)}): the layers do not chain"
+                )
+            if b.size != w.shape[0]:
+                fail(
+                    f"{bl} has {b.size} values but {wl} has {w.shape[0]} outputs "
+                    f"(shape {tuple(w.shape)})"
+                )
+            _check_finite(w, wl, fail)
+            _check_finite(b, bl, fail)
+        if len(self.activations) != len(self.weights):
+            fail(
+                f"{where('activations', None)}: {len(self.activations)} activations for "
+                f"{len(self.weights)} layers"
+            )
+        self.activations = [
+            canonical_activation(a, f"{path}: {where('activations', None)}")
+            for a in self.activations
+        ]
+        for kind, scaling, n in (
+            ("input_range", self.input_scaling, self.n_inputs),
+            ("output_range", self.output_scaling, self.n_outputs),
+        ):
+            if scaling is not None:
+                _check_scaling(scaling, kind, n, where, fail, self)
+        for kind, names, n in (
+            ("input_names", self.input_names, self.n_inputs),
+            ("output_names", self.output_names, self.n_outputs),
+        ):
+            if names is not None and len(names) != n:
+                fail(f"{where(kind, None)}: {len(names)} names for {n} {kind.split('_')[0]}s")
+        return self
+
+    def summary(self) -> str:
+        """One line: ``planes 7-100-1, activations tanh,linear, 901 parameters``."""
+        return (
+            f"planes {'-'.join(map(str, self.sizes))}, activations "
+            f"{_runs(self.activations)}, {self.n_params:,} parameters"
+        )
+
+    def describe(self) -> str:
+        """Several lines for people: format, planes, activations, parameters, scaling,
+        and every input and output with its name and range."""
+        acts = _runs(self.activations)
+        lines = [
+            f"format:      {self.source_format or 'unknown'}",
+            f"planes:      {'-'.join(map(str, self.sizes))} ({len(self.weights)} layers)",
+            f"activations: {acts}",
+            f"parameters:  {self.n_params:,}",
+        ]
+        for side, s, names in (
+            ("inputs", self.input_scaling, self.names_in()),
+            ("outputs", self.output_scaling, self.names_out()),
+        ):
+            if s is None:
+                scaling = "none (used as given)"
+            elif side == "inputs":
+                scaling = f"min-max to [{s.target[0]:g}, {s.target[1]:g}]"
+            else:
+                scaling = f"min-max from [{s.target[0]:g}, {s.target[1]:g}]"
+            lines.append(f"{side} ({len(names)}), scaling {scaling}:")
+            w = max(len(n) for n in names)
+            for i, n in enumerate(names):
+                rng = f"[{s.minimum[i]:.7g}, {s.maximum[i]:.7g}]" if s is not None else ""
+                lines.append(f"  {i + 1:>4}  {n:<{w}}  {rng}".rstrip())
+        return "\n".join(lines)
+
+
+def _runs(items: list[str]) -> str:
+    """``tanh x3, linear`` for ``[tanh, tanh, tanh, linear]``."""
+    out: list[str] = []
+    i = 0
+    while i < len(items):
+        j = i
+        while j < len(items) and items[j] == items[i]:
+            j += 1
+        out.append(items[i] + (f" x{j - i}" if j - i > 1 else ""))
+        i = j
+    return ", ".join(out)
+
+
+def _check_finite(a: np.ndarray, label: str, fail: Callable[[str], None]) -> None:
+    bad = ~np.isfinite(a)
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        what = "NaN" if np.isnan(a[idx]) else "Inf"
+        at = f" at index {list(idx)}" if a.size > 1 else ""
+        fail(f"{label} contains {what}{at} ({int(bad.sum())} non-finite values)")
+
+
+def _check_scaling(
+    s: Scaling,
+    kind: str,
+    n: int,
+    where: Where,
+    fail: Callable[[str], None],
+    spec: NetworkSpec,
+) -> None:
+    side = kind.split("_")[0]
+    if len(s.minimum) != n or len(s.maximum) != n:
+        fail(f"{where(kind, None)}: {len(s.minimum)} ranges for the {n} {side}s of the network")
+    names = spec.input_names if side == "input" else spec.output_names
+    for i in range(n):
+        lo, hi = s.minimum[i], s.maximum[i]
+        name = f" ({names[i]})" if names and i < len(names) else ""
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            fail(f"{where(kind, i)}: {side} {i + 1}{name} has a non-finite range [{lo}, {hi}]")
+        if lo == hi:
+            fail(
+                f"{where(kind, i)}: {side} {i + 1}{name} has min == max == {lo}: "
+                "its scaling would divide by zero"
+            )
+        if lo > hi:
+            fail(f"{where(kind, i)}: {side} {i + 1}{name} has min {lo} > max {hi}")
+    lo, hi = s.target
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo >= hi:
+        fail(f"{where(kind, None)}: scaling interval {s.target} must have lo < hi")
