@@ -56,9 +56,9 @@ def test_compiled_once_per_chunk_shape_and_reused(rng):
     for n in (1, 127, 128, 129, 1000):  # every size, partial chunks padded
         y = mlnnkit.predict_array(model, rng.normal(size=(n, 4)), chunk_rows=128)
         assert y.shape == (n, 1)
-    assert fw._fn._cache_size() == 1  # one compiled program for chunks of 128 rows
+    assert fw.fn._cache_size() == 1  # one compiled program for chunks of 128 rows
     mlnnkit.predict_array(model, rng.normal(size=(10, 4)), chunk_rows=64)
-    assert fw._fn._cache_size() == 2  # a second chunk size: one more, shared function
+    assert fw.fn._cache_size() == 2  # a second chunk size: one more, shared function
 
 
 def test_uses_the_current_weights(rng):

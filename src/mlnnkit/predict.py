@@ -1,11 +1,14 @@
 """Chunked, compiled inference of any Keras model over arrays of any size.
 
 :func:`predict_array` runs a model's forward pass compiled once with XLA (``jax.jit`` over
-``model.stateless_call``, float32) on fixed-size chunks of rows and reuses the compiled
+``model.stateless_call``, in float32) on fixed-size chunks of rows and reuses the compiled
 program for every chunk: the last, partial chunk is padded, so it never compiles again.
 Worker threads prepare the next chunk (slicing, casting to float32, reading from a
 memory map) while another chunk computes, so reading and computing overlap on every core.
 Rows with NaN (or +-Inf) in any input give NaN outputs (masked pixels) and never fail.
+A float64 model (e.g. a legacy network imported with ``--dtype float64`` because float32
+cannot reproduce it closely enough) computes and returns float64 while JAX's 64-bit mode
+is on, as its import leaves it.
 
 :func:`predict_stream` is the same machinery fed block by block by a reader and drained by
 a writer (both on their own threads): files larger than memory go through it with memory
@@ -63,41 +66,35 @@ def _n_workers() -> int:
 
 @dataclass
 class Forward:
-    """A model's forward pass compiled for float32 chunks of ``chunk_rows`` rows.
+    """A model's forward pass compiled for chunks of ``chunk_rows`` rows of ``dtype``.
 
-    ``forward(x_chunk)`` returns the outputs (a NumPy array, or the model's output
-    structure of arrays) for exactly ``chunk_rows`` rows; rows with a non-finite input
-    give NaN outputs. Get one with :func:`forward_for` (cached per model and chunk size).
+    ``forward(params, x_chunk)`` returns the outputs (the model's output structure of
+    arrays) for exactly ``chunk_rows`` rows; rows with a non-finite input give NaN
+    outputs. Get one with :func:`forward_for` (cached per model, chunk size and dtype).
     """
 
     model: Any
     chunk_rows: int
     sample_shape: tuple[int, ...]
-    output_struct: Any  # jax.ShapeDtypeStruct tree of one chunk's outputs
-    _fn: Callable
-    _float64_model: bool
+    dtype: type  # np.float32, or np.float64 for a float64 model in JAX's 64-bit mode
+    fn: Callable
+    output_struct: Any = None  # jax.ShapeDtypeStruct tree of one chunk's outputs
 
     def params(self):
-        """The model's current variable values (float32), read at each predict call so
+        """The model's current variable values in ``dtype``, read at each predict call so
         a model trained or fine-tuned since the last call predicts with its new weights."""
         import jax.numpy as jnp
 
         def val(v):
             a = v.value
-            return a.astype(jnp.float32) if jnp.issubdtype(a.dtype, jnp.floating) else a
+            return a.astype(self.dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
 
         tv = [val(v) for v in self.model.trainable_variables]
         ntv = [val(v) for v in self.model.non_trainable_variables]
         return tv, ntv
 
     def __call__(self, params, x: np.ndarray):
-        import jax
-
-        if self._float64_model:
-            # Trace and run with 64-bit types off: the float64 model computes in float32.
-            with jax.enable_x64(False):
-                return self._fn(*params, x)
-        return self._fn(*params, x)
+        return self.fn(*params, x)
 
 
 _FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -122,11 +119,17 @@ def _model_sample_shape(model) -> tuple[int, ...]:
     return shape
 
 
-def _is_float64_model(model) -> bool:
-    return any("float64" in str(v.dtype) for v in model.weights)
+def compute_dtype(model) -> type:
+    """float32, or float64 for a model with float64 weights while JAX's 64-bit mode is
+    on (an imported network that float32 arithmetic cannot reproduce closely enough)."""
+    import jax
+
+    if jax.config.jax_enable_x64 and any("float64" in str(v.dtype) for v in model.weights):
+        return np.float64
+    return np.float32
 
 
-def _make_fn(model):
+def _make_fn(model, dtype):
     import jax
     import jax.numpy as jnp
 
@@ -138,7 +141,7 @@ def _make_fn(model):
         y, _ = model.stateless_call(tv, ntv, x, training=False)
 
         def mask(a):
-            a = a.astype(jnp.float32)
+            a = a.astype(dtype)
             return jnp.where(bad.reshape((-1,) + (1,) * (a.ndim - 1)), jnp.nan, a)
 
         return jax.tree.map(mask, y)
@@ -148,7 +151,7 @@ def _make_fn(model):
 
 def forward_for(model, chunk_rows: int | None = None) -> Forward:
     """The compiled forward pass of ``model`` for chunks of ``chunk_rows`` rows (cached:
-    one compilation per model and chunk size, shared by every later call).
+    one compilation per model, chunk size and dtype, shared by every later call).
 
     Args:
         model: a built ``keras.Model`` with one input tensor of fixed sample shape.
@@ -157,30 +160,27 @@ def forward_for(model, chunk_rows: int | None = None) -> Forward:
     import jax
 
     sample_shape = _model_sample_shape(model)
+    dtype = compute_dtype(model)
     with _LOCK:
         per_model = _FORWARDS.setdefault(model, {})
         if chunk_rows is None:
-            chunk_rows = per_model.get("default") or default_chunk_rows(model)
-            per_model["default"] = chunk_rows
+            chunk_rows = per_model.get(("default", dtype)) or default_chunk_rows(model)
+            per_model[("default", dtype)] = chunk_rows
         chunk_rows = int(chunk_rows)
         if chunk_rows < 1:
             raise UserError(f"chunk_rows must be a positive number of rows, not {chunk_rows}")
-        if chunk_rows in per_model:
-            return per_model[chunk_rows]
-        fn = per_model.get("fn") or _make_fn(model)
-        per_model["fn"] = fn
-        f64 = _is_float64_model(model)
-        fw = Forward(model, chunk_rows, sample_shape, None, fn, f64)
+        if (chunk_rows, dtype) in per_model:
+            return per_model[(chunk_rows, dtype)]
+        fn = per_model.get(("fn", dtype)) or _make_fn(model, dtype)
+        per_model[("fn", dtype)] = fn
+        fw = Forward(model, chunk_rows, sample_shape, dtype, fn)
         params = fw.params()
-        x0 = jax.ShapeDtypeStruct((chunk_rows, *sample_shape), np.float32)
-        if f64:
-            with jax.enable_x64(False):
-                fw.output_struct = jax.eval_shape(fn, *params, x0)
-        else:
-            fw.output_struct = jax.eval_shape(fn, *params, x0)
+        fw.output_struct = jax.eval_shape(
+            fn, *params, jax.ShapeDtypeStruct((chunk_rows, *sample_shape), dtype)
+        )
         # Compile now (not in the first worker), so workers never race to compile.
-        fw(params, np.zeros((chunk_rows, *sample_shape), np.float32))
-        per_model[chunk_rows] = fw
+        fw(params, np.zeros((chunk_rows, *sample_shape), dtype))
+        per_model[(chunk_rows, dtype)] = fw
         return fw
 
 
@@ -188,22 +188,19 @@ def default_chunk_rows(model) -> int:
     """Rows per compiled call that keep a chunk's data in cache and its work well above
     the cost of one call, from XLA's own cost estimate of the model's forward pass.
 
-    For the 111-111-57-111-107 tanh network this gives a few thousand rows; for a
-    7-100-1 network, tens of thousands.
+    For the 111-111-57-111-107 tanh network this gives 2048 rows; for a 7-100-1 network,
+    8192.
     """
     import jax
 
     sample_shape = _model_sample_shape(model)
+    dtype = compute_dtype(model)
     probe = 1024
-    fn = _make_fn(model)
-    fw = Forward(model, probe, sample_shape, None, fn, _is_float64_model(model))
-    x0 = jax.ShapeDtypeStruct((probe, *sample_shape), np.float32)
+    fn = _make_fn(model, dtype)
+    fw = Forward(model, probe, sample_shape, dtype, fn)
     try:
-        if fw._float64_model:
-            with jax.enable_x64(False):
-                cost = fn.lower(*fw.params(), x0).cost_analysis()
-        else:
-            cost = fn.lower(*fw.params(), x0).cost_analysis()
+        cost = fn.lower(*fw.params(), jax.ShapeDtypeStruct((probe, *sample_shape), dtype))
+        cost = cost.cost_analysis()
         if isinstance(cost, list):  # older JAX: one dict per computation
             cost = cost[0]
         flops = max(float(cost.get("flops", 0.0)) / probe, 1.0)
@@ -218,7 +215,7 @@ def default_chunk_rows(model) -> int:
 def _output_like(fw: Forward, n: int):
     import jax
 
-    return jax.tree.map(lambda s: np.empty((n, *s.shape[1:]), np.float32), fw.output_struct)
+    return jax.tree.map(lambda s: np.empty((n, *s.shape[1:]), s.dtype), fw.output_struct)
 
 
 def _check_rows(fw: Forward, x, where: str = "input") -> None:
@@ -251,7 +248,7 @@ def _run_chunks(
     starts = iter(range(0, n, c))  # shared by the workers: next() is atomic under the GIL
     leaves_out, _ = jax.tree.flatten(out)
     stop = stop or threading.Event()
-    pad = np.zeros((c, *fw.sample_shape), np.float32) if n % c else None
+    pad = np.zeros((c, *fw.sample_shape), fw.dtype) if n % c else None
 
     def work() -> None:
         for i in starts:
@@ -259,7 +256,7 @@ def _run_chunks(
                 return
             m = min(c, n - i)
             if m == c:
-                xc = np.ascontiguousarray(x[i : i + c], dtype=np.float32)
+                xc = np.ascontiguousarray(x[i : i + c], dtype=fw.dtype)
             else:  # the last chunk: pad to the compiled shape (no recompilation)
                 xc = pad  # only one chunk is partial: the buffer is used once
                 xc[:m] = x[i : i + m]
@@ -291,8 +288,9 @@ def predict_array(
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
 ):
-    """Predict ``model`` on every row of ``x``, chunk by chunk, with a compiled float32
-    forward pass.
+    """Predict ``model`` on every row of ``x``, chunk by chunk, with a compiled forward
+    pass in float32 (float64 for a float64 model in JAX's 64-bit mode, see
+    :func:`compute_dtype`).
 
     Args:
         model: any built ``keras.Model`` with one input tensor (e.g. an imported legacy
@@ -306,7 +304,7 @@ def predict_array(
         progress: called with the number of rows finished after every chunk.
 
     Returns:
-        float32 ``numpy.ndarray`` of shape ``(rows, *output_shape)`` (or the model's
+        ``numpy.ndarray`` of shape ``(rows, *output_shape)``, float32 (or the model's
         output structure of such arrays). Rows with NaN or +-Inf in any input are NaN.
 
     Example:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,9 +97,12 @@ def dask_client(address=None):
             cores = len(os.sched_getaffinity(0))
         except AttributeError:  # pragma: no cover
             cores = os.cpu_count() or 1
-        with LocalCluster(
-            processes=False, n_workers=1, threads_per_worker=cores, dashboard_address=None
-        ) as cluster, Client(cluster) as client:  # fmt: skip
+        with warnings.catch_warnings():  # "Port 8787 is already in use": no dashboard here
+            warnings.filterwarnings("ignore", message="Port .* is already in use")
+            cluster = LocalCluster(
+                processes=False, n_workers=1, threads_per_worker=cores, dashboard_address=None
+            )
+        with cluster, Client(cluster) as client:
             yield client
         return
     try:
@@ -130,7 +134,10 @@ def predict_files_dask(
     and ``tasks_per_thread`` (tasks in flight per worker thread: bounds the memory)."""
     from distributed import as_completed
 
+    from mlnnkit.predict import compute_dtype
+
     n_in, _ = model_io_sizes(model)
+    dtype = compute_dtype(model)
     results: dict[int, FileResult] = {}
 
     def finish(st: _FileState, exc: BaseException | None) -> None:
@@ -184,7 +191,7 @@ def predict_files_dask(
                 stack = contextlib.ExitStack()
                 try:
                     tmp = stack.enter_context(_atomic.atomic_path(dst))
-                    sink = open_sink(tmp, out_kind, source, names, attrs)
+                    sink = open_sink(tmp, out_kind, source, names, attrs, dtype)
                 except Exception as e:  # noqa: BLE001
                     stack.__exit__(type(e), e, e.__traceback__)
                     source.close()

@@ -69,6 +69,7 @@ def kind_of(path: str | os.PathLike) -> str:
 def model_io_names(model) -> tuple[list[str] | None, list[str] | None]:
     """Input and output names kept by a model (the ``names`` of the InputScaling and
     OutputScaling layers of an imported legacy network), or ``None`` for each."""
+    from mlnnkit.layers import InputScaling, OutputScaling
 
     def walk(layer):
         for sub in getattr(layer, "layers", []) or []:
@@ -77,12 +78,10 @@ def model_io_names(model) -> tuple[list[str] | None, list[str] | None]:
 
     ins = outs = None
     for layer in walk(model):
-        cls = type(layer).__name__
-        names = getattr(layer, "names", None)
-        if cls == "InputScaling" and names and ins is None:
-            ins = [str(n) for n in names]
-        elif cls == "OutputScaling" and names:
-            outs = [str(n) for n in names]
+        if isinstance(layer, InputScaling) and layer.names and ins is None:
+            ins = [str(n) for n in layer.names]
+        elif isinstance(layer, OutputScaling) and layer.names:
+            outs = [str(n) for n in layer.names]
     return ins, outs
 
 
@@ -520,9 +519,9 @@ class Sink:
 
 
 class NpySink(Sink):
-    def __init__(self, tmp: Path, source: Source, names: list[str]):
+    def __init__(self, tmp: Path, source: Source, names: list[str], dtype=np.float32):
         self.mm = np.lib.format.open_memmap(
-            tmp, mode="w+", dtype=np.float32, shape=(source.n_rows, len(names))
+            tmp, mode="w+", dtype=dtype, shape=(source.n_rows, len(names))
         )
 
     def write(self, start, y):
@@ -535,7 +534,7 @@ class NpySink(Sink):
 
 
 class CsvSink(Sink):
-    def __init__(self, tmp: Path, source: Source, names: list[str]):
+    def __init__(self, tmp: Path, source: Source, names: list[str], dtype=np.float32):
         import csv
 
         self.names = names
@@ -545,7 +544,7 @@ class CsvSink(Sink):
     def write(self, start, y):
         import pandas as pd
 
-        # float32 values, written with the shortest text that reads back to the same value
+        # each value written as the shortest text that reads back to the same float32/64
         pd.DataFrame(y, columns=self.names, copy=False).to_csv(self.f, header=False, index=False)
 
     def close(self):
@@ -553,12 +552,12 @@ class CsvSink(Sink):
 
 
 class ParquetSink(Sink):
-    def __init__(self, tmp: Path, source: Source, names: list[str]):
+    def __init__(self, tmp: Path, source: Source, names: list[str], dtype=np.float32):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         self.names = names
-        self.schema = pa.schema([(n, pa.float32()) for n in names])
+        self.schema = pa.schema([(n, pa.from_numpy_dtype(np.dtype(dtype))) for n in names])
         self.w = pq.ParquetWriter(tmp, self.schema)
 
     def write(self, start, y):
@@ -582,7 +581,7 @@ def _scene_lines(source: Source, start: int, y: np.ndarray) -> tuple[int, int, t
 class NetcdfSink(Sink):
     """Copies the input file and adds one variable per output, dims of the first input."""
 
-    def __init__(self, tmp: Path, source: NetcdfSource, names: list[str], attrs: dict):
+    def __init__(self, tmp: Path, source: NetcdfSource, names: list[str], attrs: dict, dtype=np.float32):
         import netCDF4
 
         self.source = source
@@ -602,7 +601,9 @@ class NetcdfSink(Sink):
                     opts["chunksizes"] = chunking
                 self.vars = []
                 for name in names:
-                    var = grp.createVariable(name, "f4", like.dimensions, fill_value=np.nan, **opts)
+                    var = grp.createVariable(
+                        name, np.dtype(dtype), like.dimensions, fill_value=np.nan, **opts
+                    )
                     var.setncatts({**attrs, "long_name": name})
                     self.vars.append(var)
             except BaseException:
@@ -623,7 +624,7 @@ class NetcdfSink(Sink):
 class Hdf5Sink(Sink):
     """Copies the input file and adds one dataset per output beside the first input."""
 
-    def __init__(self, tmp: Path, source: Hdf5Source, names: list[str], attrs: dict):
+    def __init__(self, tmp: Path, source: Hdf5Source, names: list[str], attrs: dict, dtype=np.float32):
         import h5py
 
         self.source = source
@@ -641,9 +642,9 @@ class Hdf5Sink(Sink):
                             "pass --outputs with other names"
                         )
                     d = parent.create_dataset(
-                        name, shape=like.shape, dtype="f4", chunks=like.chunks,
+                        name, shape=like.shape, dtype=dtype, chunks=like.chunks,
                         compression=like.compression, compression_opts=like.compression_opts,
-                        fillvalue=np.float32(np.nan),
+                        fillvalue=np.nan,
                     )  # fmt: skip
                     for k, v in attrs.items():
                         d.attrs[k] = v
@@ -664,17 +665,43 @@ class Hdf5Sink(Sink):
             self.f.close()
 
 
-def open_sink(tmp: Path, out_kind: str, source: Source, names: list[str], attrs: dict) -> Sink:
-    """A writer of the ``names`` outputs of ``source``'s rows into the temporary file ``tmp``
-    (:func:`prepare` has checked that a scene's output is of the input's own kind)."""
+def open_sink(
+    tmp: Path, out_kind: str, source: Source, names: list[str], attrs: dict, dtype=np.float32
+) -> Sink:
+    """A writer of the ``names`` outputs (of ``dtype``) of ``source``'s rows into the
+    temporary file ``tmp`` (:func:`prepare` has checked that a scene's output is of the
+    input's own kind)."""
     if out_kind == "netcdf":
-        return NetcdfSink(tmp, source, names, attrs)
+        return NetcdfSink(tmp, source, names, attrs, dtype)
     if out_kind == "hdf5":
-        return Hdf5Sink(tmp, source, names, attrs)
-    return {"npy": NpySink, "csv": CsvSink, "parquet": ParquetSink}[out_kind](tmp, source, names)
+        return Hdf5Sink(tmp, source, names, attrs, dtype)
+    sink = {"npy": NpySink, "csv": CsvSink, "parquet": ParquetSink}[out_kind]
+    return sink(tmp, source, names, dtype)
 
 
 # ------------------------------------------------------------------------ one file
+
+
+def load_model_for_predict(path: str | os.PathLike):
+    """Load a saved Keras model (``.keras``, ``.h5``) for inference; a legacy network file
+    (OC-SMART, ffbp, raw HDF5) is refused with the import command to run first."""
+    from mlnnkit.models import load_model
+
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() != ".keras":
+        from mlnnkit.legacy import detect_format
+
+        try:
+            fmt = detect_format(path)
+        except UserError:
+            fmt = None
+        if fmt in ("ocsmart", "ffbp", "rawh5"):
+            raise UserError(
+                f"{path} is a {fmt} network file, not a Keras model: import it first "
+                f"(`mlnnkit import {path} -o net.keras`, which verifies it), then predict "
+                "with net.keras"
+            )
+    return load_model(path, compile=False)
 
 
 def output_names(model, outputs, n_out: int, *, where: str = "") -> list[str]:
@@ -797,7 +824,7 @@ def predict_file(
         on_open: called with the opened source before the work starts (e.g. to size a
             progress bar from ``source.n_rows``).
     """
-    from mlnnkit.predict import predict_stream
+    from mlnnkit.predict import compute_dtype, predict_stream
 
     t0 = time.perf_counter()
     output_path = Path(output_path)
@@ -810,7 +837,7 @@ def predict_file(
         if on_open is not None:
             on_open(source)
         with _atomic.atomic_path(output_path) as tmp:
-            sink = open_sink(tmp, out_kind, source, names, attrs)
+            sink = open_sink(tmp, out_kind, source, names, attrs, compute_dtype(model))
             try:
 
                 def write(start, y):

@@ -84,7 +84,6 @@ def predict(
     end)."""
     from mlnnkit import predict_io
     from mlnnkit.errors import UserError
-    from mlnnkit.models import load_model
 
     addresses = [f for f in files if _ADDRESS.match(f)]
     if addresses and not dask:
@@ -95,7 +94,7 @@ def predict(
     jobs = predict_io.plan_jobs([f for f in files if f not in addresses], output)
     for src, dst in jobs:  # fail early on a kind we cannot write
         predict_io.kind_of(dst)
-    net = load_model(model, compile=False)
+    net = predict_io.load_model_for_predict(model)
     show = sys.stderr.isatty() if progress is None else progress
 
     def report(r: predict_io.FileResult) -> None:
