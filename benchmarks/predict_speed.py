@@ -15,7 +15,9 @@ the network's FLOP per row).
 The network: ../shared/fixtures/ocsmart/PACE_Lrc_aaNN.H5 (111-111-57-111-107, tanh) through
 ``mlnnkit.legacy`` when both are there, else the same shape with random weights built from
 keras Dense layers. Timings are the best of ``--repeats`` rounds, the methods interleaved
-in each round so that load from other processes hits them alike.
+in each round so that load from other processes hits them alike. Rows per CPU-second (CPU
+time of the process over all its threads) are printed too: on a busy machine they show
+how much work each method spends per row, which wall-clock rates there cannot.
 
 OpenBLAS: when OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are set, the benchmark first times
 NumPy's float64 reference with and without them (threadpoolctl shows the kernel chosen)
@@ -142,6 +144,13 @@ def best_time(fn, repeats: int) -> float:
     return best
 
 
+def timed(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process over all its threads) of one call."""
+    t, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - t, time.process_time() - c
+
+
 def matmul_limit(chunk_rows: int, flop_per_row: int, repeats: int) -> dict:
     """Best measured float32 matrix-product rate (GFLOP/s) on this machine."""
     from concurrent.futures import ThreadPoolExecutor
@@ -238,18 +247,19 @@ def main(argv=None) -> dict:
         y_ours["y"] = predict_array(model, x)
 
     times = {"reference": float("inf"), "keras_best": float("inf"), "ours": float("inf")}
+    cpu = dict(times)
     for r in range(args.repeats):  # interleaved rounds
         for name, fn in (("ours", ours), ("keras_best", lambda: model.predict(x, batch_size=best_bs, verbose=0)),
                          ("reference", reference_all)):  # fmt: skip
             if name == "reference" and r >= max(1, args.repeats - 1):
                 continue  # the slowest: one round fewer
-            t = time.perf_counter()
-            fn()
-            times[name] = min(times[name], time.perf_counter() - t)
+            wall, c = timed(fn)
+            times[name], cpu[name] = min(times[name], wall), min(cpu[name], c)
         print(f"round {r + 1}: " + ", ".join(f"{k} {n / v / 1e6:.3f}" for k, v in times.items()
                                                if v < float('inf')) + " M rows/s", flush=True)  # fmt: skip
     n_default = min(n, 500_000)
-    times["keras_default"] = best_time(lambda: model.predict(x[:n_default], verbose=0), 1) * n / n_default
+    wall, c = timed(lambda: model.predict(x[:n_default], verbose=0))
+    times["keras_default"], cpu["keras_default"] = wall * n / n_default, c * n / n_default
 
     # accuracy of (c) against (a), per output relative to the output's range
     y = y_ours["y"]
@@ -266,12 +276,14 @@ def main(argv=None) -> dict:
     limit = matmul_limit(fw.chunk_rows, flop_per_row, args.repeats)
     limit_rows = limit["limit"] * 1e9 / flop_per_row
     rate = {k: n / v for k, v in times.items()}
+    cpu_rate = {k: n / v for k, v in cpu.items()}
     res = {
         "network": what,
         "rows": n,
         "chunk_rows": fw.chunk_rows,
         "keras_best_batch_size": best_bs,
         "rows_per_s": rate,
+        "rows_per_cpu_s": cpu_rate,
         "ratio_vs_reference": rate["ours"] / rate["reference"],
         "ratio_vs_keras_best": rate["ours"] / rate["keras_best"],
         "ratio_vs_keras_default": rate["ours"] / rate["keras_default"],
@@ -282,15 +294,16 @@ def main(argv=None) -> dict:
         "openblas_env": os.environ.get(_CHOSEN, "as set"),
     }
     print()
-    print("| method | rows/s | vs float64 reference |")
-    print("|---|---:|---:|")
+    print("| method | rows/s | vs float64 reference | rows per CPU-second |")
+    print("|---|---:|---:|---:|")
     for k, label in (("reference", "float64 NumPy reference (a)"),
                      ("keras_default", "keras.Model.predict, default batch size (b)"),
                      ("keras_best", f"keras.Model.predict, batch size {best_bs} (b)"),
                      ("ours", "mlnnkit.predict_array, no batch size (c)")):  # fmt: skip
-        print(f"| {label} | {rate[k] / 1e6:.3f} M | {rate[k] / rate['reference']:.1f}x |")
+        print(f"| {label} | {rate[k] / 1e6:.3f} M | {rate[k] / rate['reference']:.1f}x | "
+              f"{cpu_rate[k] / 1e6:.3f} M |")  # fmt: skip
     print(f"| float32 matrix-product limit ({limit['limit']:.0f} GFLOP/s) | {limit_rows / 1e6:.3f} M | "
-          f"{limit_rows / rate['reference']:.1f}x |")  # fmt: skip
+          f"{limit_rows / rate['reference']:.1f}x | |")  # fmt: skip
     print()
     print(f"predict_array: {rate['ours'] / 1e6:.3f} M rows/s = {res['ratio_vs_reference']:.1f}x the "
           f"float64 reference, {res['ratio_vs_keras_best']:.2f}x keras predict at its best batch size, "

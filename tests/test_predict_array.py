@@ -141,3 +141,28 @@ def test_predict_stream_writes_blocks_in_order_and_stops_on_a_reader_error(rng):
 
     with pytest.raises(UserError, match="block 2 unreadable"):
         predict_stream(model, failing(), lambda i, y: None)
+
+
+def test_predict_stream_stops_on_a_writer_error_and_reuses_buffers(rng):
+    import threading
+
+    from mlnnkit.predict import blocks_of, predict_stream
+
+    model = dense_net([3, 5, 2])
+    x = rng.normal(size=(5000, 3)).astype("float32")
+    seen = []
+
+    def write(i, y):
+        seen.append(i)
+        if i == 1000:
+            raise OSError("disk full")
+
+    before = threading.active_count()
+    with pytest.raises(OSError, match="disk full"):
+        predict_stream(model, blocks_of(x, 500), write, chunk_rows=128)
+    assert seen == [0, 500, 1000]  # in order, and nothing written after the failure
+    assert threading.active_count() == before  # the reader and the workers have ended
+
+    ids = set()
+    predict_stream(model, blocks_of(x, 500), lambda i, y: ids.add(y.ctypes.data), depth=1)
+    assert len(ids) <= 3  # depth + 2 output buffers, reused block after block

@@ -32,8 +32,7 @@ import queue
 import threading
 import weakref
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -43,12 +42,12 @@ from mlnnkit.errors import UserError
 __all__ = ["predict_array", "predict_stream", "default_chunk_rows", "Forward", "forward_for"]
 
 # Chunk-size heuristic (see `default_chunk_rows`): a chunk's data should stay near the
-# cores while it flows through the layers (large chunks fall out of cache and run up to 2x
-# slower), but a chunk must carry enough work to hide the cost of one call (~20-50 us).
-# Calibrated on 2 AMD EPYC cores (1 MB L2 each): measured best 2048 rows for the
-# 111-111-57-111-107 tanh network (XLA estimate: 16 kB moved per row), 8192-16384 for
-# 7-100-1 (3.5 kB per row); the target is XLA's (unfused) bytes-accessed estimate.
-_CHUNK_BYTES_TARGET = 32 << 20
+# cores while it flows through the layers (chunks that fall out of cache run up to 2x
+# slower), but a chunk must carry enough work to hide the cost of one call (~50-100 us with
+# the copies in and out). The target is XLA's (unfused) bytes-accessed estimate per chunk,
+# calibrated on 2 AMD EPYC cores (1 MB L2 each): best 2048-4096 rows for the
+# 111-111-57-111-107 tanh network (16-23 kB per row), 16384-32768 for 7-100-1 (3.5 kB).
+_CHUNK_BYTES_TARGET = 64 << 20
 _MIN_CHUNK_FLOPS = 8e6
 _MIN_CHUNK_ROWS = 256
 _MAX_CHUNK_ROWS = 65536
@@ -188,8 +187,8 @@ def default_chunk_rows(model) -> int:
     """Rows per compiled call that keep a chunk's data in cache and its work well above
     the cost of one call, from XLA's own cost estimate of the model's forward pass.
 
-    For the 111-111-57-111-107 tanh network this gives 2048 rows; for a 7-100-1 network,
-    8192.
+    For the 111-111-57-111-107 tanh network this gives 2048 or 4096 rows (4096 without
+    scaling layers); for a 7-100-1 network, 16384.
     """
     import jax
 
@@ -228,56 +227,95 @@ def _check_rows(fw: Forward, x, where: str = "input") -> None:
         raise UserError(f"{where} has samples of shape {got} but the model takes {fw.sample_shape}")
 
 
-def _run_chunks(
-    fw: Forward,
-    x,
-    out,
-    *,
-    workers: int,
-    progress: Callable[[int], None] | None,
-    stop: threading.Event | None = None,
-) -> None:
-    """Fill ``out`` (tree of arrays of len(x) rows) with the model's outputs on ``x``."""
-    import jax
+@dataclass
+class _Block:
+    """Rows ``x`` whose outputs go to ``out``; ``done`` is set when every chunk is in."""
 
-    n = len(x)
-    c = fw.chunk_rows
-    if n == 0:
-        return
-    params = fw.params()
-    starts = iter(range(0, n, c))  # shared by the workers: next() is atomic under the GIL
-    leaves_out, _ = jax.tree.flatten(out)
-    stop = stop or threading.Event()
-    pad = np.zeros((c, *fw.sample_shape), fw.dtype) if n % c else None
+    start: int
+    x: Any
+    out: Any
+    buffer: Any = None  # the reusable output buffer ``out`` is a view of (streams)
+    pending: int = 0
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
 
-    def work() -> None:
-        for i in starts:
-            if stop.is_set():
-                return
-            m = min(c, n - i)
-            if m == c:
-                xc = np.ascontiguousarray(x[i : i + c], dtype=fw.dtype)
-            else:  # the last chunk: pad to the compiled shape (no recompilation)
-                xc = pad  # only one chunk is partial: the buffer is used once
-                xc[:m] = x[i : i + m]
-            y = fw(params, xc)
-            for dst, src in zip(leaves_out, jax.tree.leaves(y)):
-                dst[i : i + m] = np.asarray(src)[:m]
-            if progress is not None:
-                progress(m)
 
-    k = max(1, min(workers, -(-n // c)))
-    if k == 1:
-        work()
-        return
-    with ThreadPoolExecutor(k, thread_name_prefix="mlnnkit-predict") as ex:
-        futures = [ex.submit(work) for _ in range(k)]
-        try:
-            for f in futures:
-                f.result()
-        except BaseException:
-            stop.set()
-            raise
+class _Workers:
+    """Threads that compute the chunks of submitted blocks, one after the other with no
+    pause between blocks: each slices, casts and copies its own chunk while the others
+    compute, so reading and computing overlap on every core."""
+
+    def __init__(self, fw: Forward, n: int, progress: Callable[[int], None] | None = None):
+        self.fw = fw
+        self.params = fw.params()  # the current weights, once per call
+        self.progress = progress
+        self.stop = threading.Event()
+        self.tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.threads = [
+            threading.Thread(target=self._run, name=f"mlnnkit-predict-{i}", daemon=True)
+            for i in range(max(1, n))
+        ]
+        for t in self.threads:
+            t.start()
+
+    def submit(self, block: _Block) -> _Block:
+        n, c = len(block.x), self.fw.chunk_rows
+        block.pending = -(-n // c)
+        if n == 0:
+            block.done.set()
+        for i in range(0, n, c):
+            self.tasks.put((block, i))
+        return block
+
+    def _run(self) -> None:
+        import jax
+
+        fw, c = self.fw, self.fw.chunk_rows
+        while (item := self.tasks.get()) is not None:
+            block, i = item
+            m = 0
+            if block.error is None and not self.stop.is_set():
+                try:
+                    m = min(c, len(block.x) - i)
+                    if m == c:
+                        xc = np.ascontiguousarray(block.x[i : i + c], dtype=fw.dtype)
+                    else:  # a block's last chunk: padded to the compiled shape (no recompile)
+                        xc = np.zeros((c, *fw.sample_shape), fw.dtype)
+                        xc[:m] = block.x[i : i + m]
+                    y = fw(self.params, xc)
+                    for dst, src in zip(jax.tree.leaves(block.out), jax.tree.leaves(y)):
+                        dst[i : i + m] = np.asarray(src)[:m]
+                except BaseException as e:  # noqa: BLE001 - handed to whoever waits
+                    block.error = block.error or e
+                    m = 0
+            if m and self.progress is not None:
+                self.progress(m)
+            with self.lock:
+                block.pending -= 1
+                last = block.pending == 0
+            if last:
+                block.done.set()
+
+    def wait(self, block: _Block) -> None:
+        """Wait for ``block``; raise its error."""
+        while not block.done.wait(0.1):
+            pass
+        if block.error is not None:
+            raise block.error
+
+    def close(self) -> None:
+        self.stop.set()
+        for _ in self.threads:
+            self.tasks.put(None)
+        for t in self.threads:
+            t.join()
+
+    def __enter__(self) -> _Workers:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def predict_array(
@@ -315,7 +353,9 @@ def predict_array(
         x = np.asarray(x, dtype=np.float32)
     _check_rows(fw, x)
     out = _output_like(fw, len(x))
-    _run_chunks(fw, x, out, workers=workers or _n_workers(), progress=progress)
+    n_chunks = -(-len(x) // fw.chunk_rows)
+    with _Workers(fw, min(workers or _n_workers(), n_chunks), progress) as pool:
+        pool.wait(pool.submit(_Block(0, x, out)))
     return out
 
 
@@ -330,87 +370,71 @@ def predict_stream(
     depth: int = 2,
 ) -> int:
     """Predict block after block from ``blocks`` (``(start_row, x_block)`` pairs) and hand
-    each block's outputs to ``write(start_row, y_block)``, in order.
+    each block's outputs to ``write(start_row, y_block)``, in order, on the calling thread.
 
-    A reader thread pulls blocks ahead (at most ``depth`` waiting) and a writer thread
-    writes finished blocks, so reading, computing and writing overlap while memory stays
-    bounded by about ``depth + 3`` blocks. ``blocks`` and ``write`` each run on one
-    thread only (file libraries such as netCDF4 are not thread-safe). Returns the rows done.
+    A reader thread pulls blocks from ``blocks`` ahead of the computation, the worker
+    threads go from one block's chunks to the next without waiting, and finished blocks
+    are written while later ones compute. At most ``depth + 2`` blocks are in flight and
+    their output buffers are reused, so memory stays bounded by a few blocks whatever the
+    number of rows. ``blocks`` runs on one thread and ``write`` on another (each on one
+    thread only: file libraries such as netCDF4 are not thread-safe); ``y_block`` is only
+    valid during the call. Returns the number of rows done.
 
     Example:
-        >>> def blocks():  # doctest: +SKIP
-        ...     for i in range(0, n, 65536):
-        ...         yield i, x[i:i + 65536]
-        >>> predict_stream(model, blocks(), lambda i, y: out.__setitem__(slice(i, i + len(y)), y))
+        >>> out = np.empty((len(x), 1), "float32")
+        >>> def write(i, y):
+        ...     out[i : i + len(y)] = y
+        >>> predict_stream(model, blocks_of(x, 65536), write)  # doctest: +SKIP
     """
+    import jax
+
     fw = forward_for(model, chunk_rows)
-    workers = workers or _n_workers()
-    done = object()
-    inq: queue.Queue = queue.Queue(maxsize=depth)
-    outq: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def put(q: queue.Queue, item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def get(q: queue.Queue):
-        while not stop.is_set():
-            try:
-                return q.get(timeout=0.1)
-            except queue.Empty:
-                continue
-        return done
+    end = object()
+    ordered: queue.Queue = queue.Queue()  # submitted blocks, in order
+    free: queue.Queue = queue.Queue()  # output buffers to reuse (None: allocate)
+    for _ in range(depth + 2):
+        free.put(None)
+    failed: list[BaseException] = []
+    pool = _Workers(fw, workers or _n_workers(), progress)
 
     def reader() -> None:
         try:
             for start, xb in blocks:
-                _check_rows(fw, xb)
-                if not put(inq, (start, xb)):
+                if pool.stop.is_set():
                     return
+                _check_rows(fw, xb)
+                buf = None
+                while not pool.stop.is_set():
+                    try:
+                        buf = free.get(timeout=0.1)
+                        break
+                    except queue.Empty:
+                        continue
+                if pool.stop.is_set():
+                    return
+                if buf is None or len(jax.tree.leaves(buf)[0]) < len(xb):
+                    buf = _output_like(fw, len(xb))
+                out = jax.tree.map(lambda a, n=len(xb): a[:n], buf)
+                ordered.put(pool.submit(_Block(start, xb, out, buf)))
         except BaseException as e:  # noqa: BLE001 - handed to the caller
-            errors.append(e)
-            stop.set()
+            failed.append(e)
         finally:
-            put(inq, done)
+            ordered.put(end)
 
-    def writer() -> None:
-        try:
-            while (item := get(outq)) is not done:
-                write(*item)
-        except BaseException as e:  # noqa: BLE001
-            errors.append(e)
-            stop.set()
-
+    thread = threading.Thread(target=reader, name="mlnnkit-predict-reader", daemon=True)
+    thread.start()
     rows = 0
-    threads = [threading.Thread(target=reader, daemon=True), threading.Thread(target=writer, daemon=True)]
-    for t in threads:
-        t.start()
     try:
-        while (item := get(inq)) is not done:
-            start, xb = item
-            out = _output_like(fw, len(xb))
-            _run_chunks(fw, xb, out, workers=workers, progress=progress, stop=stop)
-            rows += len(xb)
-            if not put(outq, (start, out)):
-                break
-    except BaseException as e:  # noqa: BLE001
-        errors.append(e)
-        stop.set()
+        while (block := ordered.get()) is not end:
+            pool.wait(block)
+            write(block.start, block.out)
+            rows += len(block.x)
+            free.put(block.buffer)
+        if failed:
+            raise failed[0]
     finally:
-        if not stop.is_set():
-            put(outq, done)
-        threads[1].join()
-        stop.set()
-        threads[0].join()
-    if errors:
-        raise errors[0]
+        pool.close()  # stops the reader too, if it is waiting for a buffer
+        thread.join()
     return rows
 
 

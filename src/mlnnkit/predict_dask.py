@@ -248,7 +248,7 @@ def predict_files_dask(
                     yk = st.done.pop(st.next_write)
                     st.sink.write(st.ranges[st.next_write][0], yk)
                     st.rows += len(yk)
-                    st.masked += int(np.isnan(yk).any(axis=1).sum())
+                    st.masked += int(np.isnan(yk[:, 0]).sum())  # masked rows: NaN throughout
                     if progress is not None:
                         progress(len(yk))
                     st.next_write += 1
