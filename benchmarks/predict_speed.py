@@ -57,7 +57,8 @@ for _ in range(3):
         a = a @ w.T
         if k < len(ws) - 1: a = np.tanh(a)
     best = min(best, time.perf_counter() - t)
-arch = threadpoolctl.threadpool_info()[0].get("architecture")
+arch = next((i.get("architecture") for i in threadpoolctl.threadpool_info()
+             if i.get("user_api") == "blas"), None)
 print(len(x) / best, arch)
 """
 
@@ -217,10 +218,10 @@ def main(argv=None) -> dict:
     n = len(x)
     flop_per_row = 2 * sum(i * o for i, o in zip(SIZES[:-1], SIZES[1:]))
     fw = forward_for(model)  # compiled once here; predict_array reuses it
-    blas = threadpoolctl.threadpool_info()
+    blas = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"] or [{}]
     print(f"network: {'-'.join(map(str, SIZES))} tanh, {what}; {n:,} rows; "
           f"{flop_per_row:,} FLOP/row (matrix products)")  # fmt: skip
-    print(f"machine: {os.cpu_count()} cores; numpy BLAS {blas[0].get('internal_api')} "
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start; numpy BLAS {blas[0].get('internal_api')} "
           f"{blas[0].get('architecture')} kernel, OpenBLAS env {os.environ.get(_CHOSEN, 'as set')}; "
           f"predict_array chunk {fw.chunk_rows} rows; jax {__import__('jax').__version__}, "
           f"keras {keras.__version__}")  # fmt: skip
@@ -292,6 +293,7 @@ def main(argv=None) -> dict:
         "matmul_limit_rows_per_s": limit_rows,
         "fraction_of_limit": rate["ours"] / limit_rows,
         "openblas_env": os.environ.get(_CHOSEN, "as set"),
+        "load_average_end": os.getloadavg()[0],
     }
     print()
     print("| method | rows/s | vs float64 reference | rows per CPU-second |")
@@ -318,6 +320,7 @@ def main(argv=None) -> dict:
         "> keras best": res["ratio_vs_keras_best"] > 1,
         "error <= 1e-5": res["max_error_rel_range"] <= 1e-5,
     }
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} (other processes on the machine)")
     print("goals: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in goals.items()))
     res["goals"] = goals
     if args.json:
