@@ -30,6 +30,8 @@ measured at its best.
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import json
 import os
 import subprocess
@@ -95,7 +97,7 @@ def load_network(rows: int, seed: int = 0):
     import numpy as np
 
     try:
-        import mlnnkit.legacy as legacy
+        from mlnnkit import legacy
         from mlnnkit.legacy import reference
     except ImportError:
         legacy = None
@@ -171,25 +173,25 @@ def matmul_limit(chunk_rows: int, flop_per_row: int, repeats: int) -> dict:
     out["xla_sgemm_2048"] = flop / best_time(lambda: mm(ja).block_until_ready(), repeats + 2) / 1e9
 
     ws = [jnp.asarray(rng.normal(size=(i, o)).astype(np.float32) / np.sqrt(i))
-          for i, o in zip(SIZES[:-1], SIZES[1:])]  # fmt: skip
-    chain = jax.jit(lambda u, ws: __import__("functools").reduce(lambda h, w: h @ w, ws, u))
+          for i, o in itertools.pairwise(SIZES)]  # fmt: skip
+    chain = jax.jit(lambda u, ws: functools.reduce(lambda h, w: h @ w, ws, u))
+
+    def run(xc, k):
+        for _ in range(k):
+            r = chain(xc, ws)
+        r.block_until_ready()
+
+    def go(xc, calls, threads):
+        with ThreadPoolExecutor(threads) as ex:
+            list(ex.map(functools.partial(run, xc), [calls // threads] * threads))
+
     best_chain = 0.0
     for rows in sorted({chunk_rows, 1024, 2048, 4096, 8192}):
         xc = jnp.asarray(rng.uniform(-1, 1, size=(rows, SIZES[0])).astype(np.float32))
         chain(xc, ws).block_until_ready()
         calls = max(4, 400_000 // rows)
-
-        def run(k):
-            for _ in range(k):
-                r = chain(xc, ws)
-            r.block_until_ready()
-
         for threads in (1, 2):
-            def go():
-                with ThreadPoolExecutor(threads) as ex:
-                    list(ex.map(run, [calls // threads] * threads))
-
-            t = best_time(go, repeats)
+            t = best_time(functools.partial(go, xc, calls, threads), repeats)
             best_chain = max(best_chain, (calls // threads) * threads * rows * flop_per_row / t / 1e9)
     out["xla_network_matmuls"] = best_chain
     out["limit"] = max(out.values())
@@ -205,23 +207,24 @@ def main(argv=None) -> dict:
 
     choose_blas_env()
     sys.path.insert(0, str(REPO / "src"))
-    import mlnnkit  # noqa: F401 - selects the JAX backend
+    os.environ.setdefault("KERAS_BACKEND", "jax")  # before Keras is first imported
+    import keras
     import numpy as np
     import threadpoolctl
 
+    import mlnnkit  # noqa: F401 - selects the JAX backend
     from mlnnkit import predict_array
     from mlnnkit.predict import forward_for
 
-    import keras
-
     model, ref, x, out_range, what = load_network(args.rows)
     n = len(x)
-    flop_per_row = 2 * sum(i * o for i, o in zip(SIZES[:-1], SIZES[1:]))
+    flop_per_row = 2 * sum(i * o for i, o in itertools.pairwise(SIZES))
     fw = forward_for(model)  # compiled once here; predict_array reuses it
     blas = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"] or [{}]
     print(f"network: {'-'.join(map(str, SIZES))} tanh, {what}; {n:,} rows; "
           f"{flop_per_row:,} FLOP/row (matrix products)")  # fmt: skip
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start; numpy BLAS {blas[0].get('internal_api')} "
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start; "
+          f"numpy BLAS {blas[0].get('internal_api')} "
           f"{blas[0].get('architecture')} kernel, OpenBLAS env {os.environ.get(_CHOSEN, 'as set')}; "
           f"predict_array chunk {fw.chunk_rows} rows; jax {__import__('jax').__version__}, "
           f"keras {keras.__version__}")  # fmt: skip
@@ -231,7 +234,8 @@ def main(argv=None) -> dict:
     sweep = {}
     for bs in (1024, 4096, 8192, 16384, 32768, 65536):
         model.predict(probe[: 2 * bs], batch_size=bs, verbose=0)  # compile this batch shape
-        sweep[bs] = len(probe) / best_time(lambda: model.predict(probe, batch_size=bs, verbose=0), 2)
+        run = functools.partial(model.predict, probe, batch_size=bs, verbose=0)
+        sweep[bs] = len(probe) / best_time(run, 2)
     best_bs = max(sweep, key=sweep.get)
     print("keras predict batch-size sweep (M rows/s): "
           + ", ".join(f"{bs}: {r / 1e6:.2f}" for bs, r in sweep.items()), flush=True)  # fmt: skip

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from test_predict_files import NAMES, rows, write_scene_nc
 
 pytest.importorskip("distributed")
@@ -128,12 +127,12 @@ def test_cli_dask_on_local_threads(tmp_path, rng, cli, model):
     x = rows(rng, 300)
     np.save(tmp_path / "x.npy", x)
     model.save(tmp_path / "m.keras")
-    code, out, err = cli("predict", tmp_path / "m.keras", tmp_path / "x.npy", "-o",
+    code, _out, err = cli("predict", tmp_path / "m.keras", tmp_path / "x.npy", "-o",
                          tmp_path / "y.npy", "--dask", "--block-rows", "100")  # fmt: skip
     assert code == 0, err
     import mlnnkit
 
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), mlnnkit.predict_array(model, x))
-    code, out, err = cli("predict", tmp_path / "m.keras", tmp_path / "x.npy", "tcp://127.0.0.1:9",
+    code, _out, err = cli("predict", tmp_path / "m.keras", tmp_path / "x.npy", "tcp://127.0.0.1:9",
                          "-o", tmp_path / "z.npy")  # fmt: skip
     assert code == 2 and "add --dask" in err

@@ -96,7 +96,7 @@ def test_csv_columns_by_name_with_other_columns(tmp_path, rng, cli, model, model
     df.insert(0, "pixel_id", np.arange(301))
     df["flag"] = 1
     df.to_csv(tmp_path / "x.csv", index=False)
-    code, out, err = cli("predict", model_path, tmp_path / "x.csv", "-o", tmp_path / "y.csv",
+    code, _out, err = cli("predict", model_path, tmp_path / "x.csv", "-o", tmp_path / "y.csv",
                          "--inputs", "Rrs_*", "--outputs", "chl,tsm", "--chunk-rows", "100")  # fmt: skip
     assert code == 0, err
     y = pd.read_csv(tmp_path / "y.csv", dtype="float32")
@@ -104,7 +104,7 @@ def test_csv_columns_by_name_with_other_columns(tmp_path, rng, cli, model, model
     assert_matches(y.to_numpy(), reference(model, x))
 
     # without --inputs the 9 columns do not fit 7 inputs: exit 2, one line, no output
-    code, out, err = cli("predict", model_path, tmp_path / "x.csv", "-o", tmp_path / "z.csv")
+    code, _out, err = cli("predict", model_path, tmp_path / "x.csv", "-o", tmp_path / "z.csv")
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1
     assert "9 columns but the model takes 7 inputs" in err and "--inputs" in err
@@ -132,7 +132,7 @@ def test_parquet(tmp_path, rng, cli, model, model_path):
     x = rows(rng, 500)
     table = pa.Table.from_pandas(pd.DataFrame(x.astype("float64"), columns=NAMES))
     pq.write_table(table, tmp_path / "x.parquet", row_group_size=120)
-    code, out, err = cli("predict", model_path, tmp_path / "x.parquet", "-o", tmp_path / "y.parquet",
+    code, _out, err = cli("predict", model_path, tmp_path / "x.parquet", "-o", tmp_path / "y.parquet",
                          "--block-rows", "90", "--chunk-rows", "32")  # fmt: skip
     assert code == 0, err
     y = pd.read_parquet(tmp_path / "y.parquet")
@@ -145,7 +145,7 @@ def test_netcdf_scene_written_back_with_attributes(tmp_path, rng, cli, model, mo
     import xarray as xr
 
     data = write_scene_nc(tmp_path / "g.nc", rng)
-    code, out, err = cli("predict", model_path, tmp_path / "g.nc", "-o", tmp_path / "out.nc",
+    code, _out, err = cli("predict", model_path, tmp_path / "g.nc", "-o", tmp_path / "out.nc",
                          "--inputs", ",".join(NAMES), "--outputs", "chl,tsm",
                          "--chunk-rows", "50", "--block-rows", "40")  # fmt: skip
     assert code == 0, err
@@ -179,7 +179,7 @@ def test_netcdf_fill_values_and_groups(tmp_path, rng, cli, model, model_path):
             v = g.createVariable(n, "i2", ("lines", "pixels"), fill_value=-32767, zlib=True)
             v.scale_factor, v.add_offset = 1e-4, 0.5
             v[:] = np.ma.array(np.nan_to_num(data[i]), mask=np.isnan(data[i]))
-    code, out, err = cli("predict", model_path, path, "-o", tmp_path / "o.nc",
+    code, _out, err = cli("predict", model_path, path, "-o", tmp_path / "o.nc",
                          "--inputs", ",".join(f"geophysical_data/{n}" for n in NAMES))  # fmt: skip
     assert code == 0, err
     with netCDF4.Dataset(tmp_path / "o.nc") as nc:
@@ -201,7 +201,7 @@ def test_hdf5_datasets_in_a_group(tmp_path, rng, cli, model, model_path):
         for i, n in enumerate(NAMES):
             g.create_dataset(n, data=data[i], chunks=(5, W), compression="gzip")
         f.create_dataset("time", data=np.arange(3.0))
-    code, out, err = cli("predict", model_path, tmp_path / "s.h5", "-o", tmp_path / "o.h5",
+    code, _out, err = cli("predict", model_path, tmp_path / "s.h5", "-o", tmp_path / "o.h5",
                          "--inputs", "obs/Rrs_*", "--chunk-rows", "30")  # fmt: skip
     assert code == 0, err
     with h5py.File(tmp_path / "o.h5") as f:
@@ -236,19 +236,19 @@ def one_line_error(code, err, *needles):
 
 def test_missing_variable(tmp_path, rng, cli, model_path):
     write_scene_nc(tmp_path / "g.nc", rng, names=NAMES[:6] + ["Rrs_766"])
-    code, out, err = cli("predict", model_path, tmp_path / "g.nc", "-o", tmp_path / "o.nc",
+    code, _out, err = cli("predict", model_path, tmp_path / "g.nc", "-o", tmp_path / "o.nc",
                          "--inputs", ",".join(NAMES))  # fmt: skip
     one_line_error(code, err, "g.nc", "no variable 'Rrs_765'", "Rrs_766")
     assert no_output_left(tmp_path, "o.nc")
     # and without --inputs: 8 data variables for 7 inputs
-    code, out, err = cli("predict", model_path, tmp_path / "g.nc", "-o", tmp_path / "o.nc")
+    code, _out, err = cli("predict", model_path, tmp_path / "g.nc", "-o", tmp_path / "o.nc")
     one_line_error(code, err, "8 variables but the model takes 7 inputs", "--inputs")
     assert no_output_left(tmp_path, "o.nc")
 
 
 def test_wrong_number_of_columns_npy(tmp_path, rng, cli, model_path):
     np.save(tmp_path / "x.npy", rng.normal(size=(40, 6)))
-    code, out, err = cli("predict", model_path, tmp_path / "x.npy", "-o", tmp_path / "y.npy")
+    code, _out, err = cli("predict", model_path, tmp_path / "x.npy", "-o", tmp_path / "y.npy")
     one_line_error(code, err, "x.npy", "6 columns but the model takes 7 inputs")
     assert no_output_left(tmp_path, "y.npy")
 
@@ -257,7 +257,7 @@ def test_wrong_number_of_columns_npy(tmp_path, rng, cli, model_path):
 def test_unreadable_file(tmp_path, cli, model_path, name):
     (tmp_path / name).write_bytes(b"this is not a data file\n" * 10)
     out_name = "out" + Path(name).suffix
-    code, out, err = cli("predict", model_path, tmp_path / name, "-o", tmp_path / out_name)
+    code, _out, err = cli("predict", model_path, tmp_path / name, "-o", tmp_path / out_name)
     one_line_error(code, err, name, "cannot read")
     assert no_output_left(tmp_path, out_name)
 
@@ -268,7 +268,7 @@ def test_non_numeric_csv_value_midway_leaves_no_output(tmp_path, rng, cli, model
     df = pd.DataFrame(rows(rng, 300, 0.0), columns=NAMES).astype(object)
     df.loc[250, "Rrs_510"] = "n/a?"
     df.to_csv(tmp_path / "x.csv", index=False)
-    code, out, err = cli("predict", model_path, tmp_path / "x.csv", "-o", tmp_path / "y.csv",
+    code, _out, err = cli("predict", model_path, tmp_path / "x.csv", "-o", tmp_path / "y.csv",
                          "--block-rows", "100")  # fmt: skip
     one_line_error(code, err, "x.csv", "'Rrs_510'", "non-numeric", "data row 251")
     assert no_output_left(tmp_path, "y.csv")
@@ -276,22 +276,22 @@ def test_non_numeric_csv_value_midway_leaves_no_output(tmp_path, rng, cli, model
 
 def test_output_variable_exists_and_missing_input(tmp_path, rng, cli, model_path):
     write_scene_nc(tmp_path / "g.nc", rng, extra=False)
-    code, out, err = cli("predict", model_path, tmp_path / "g.nc", "-o", tmp_path / "o.nc",
+    code, _out, err = cli("predict", model_path, tmp_path / "g.nc", "-o", tmp_path / "o.nc",
                          "--outputs", "Rrs_412,b")  # fmt: skip
     one_line_error(code, err, "'Rrs_412' already exists", "--outputs")
-    code, out, err = cli("predict", model_path, tmp_path / "nope.nc", "-o", tmp_path / "o.nc")
+    code, _out, err = cli("predict", model_path, tmp_path / "nope.nc", "-o", tmp_path / "o.nc")
     one_line_error(code, err, "input file not found", "nope.nc")
-    code, out, err = cli("predict", model_path, tmp_path / "g.nc", "-o", tmp_path / "o.npy",
+    code, _out, err = cli("predict", model_path, tmp_path / "g.nc", "-o", tmp_path / "o.npy",
                          "--outputs", "a")  # fmt: skip
     one_line_error(code, err, "--outputs names 1 outputs but the model has 2")
-    code, out, err = cli("predict", model_path, tmp_path / "g.nc", "-o", tmp_path / "o.h5")
+    code, _out, err = cli("predict", model_path, tmp_path / "g.nc", "-o", tmp_path / "o.h5")
     one_line_error(code, err, "must be netcdf too")
     assert no_output_left(tmp_path, "o.nc") and no_output_left(tmp_path, "o.h5")
 
 
 def test_scene_to_table(tmp_path, rng, cli, model, model_path):
     data = write_scene_nc(tmp_path / "g.nc", rng, extra=False)
-    code, out, err = cli("predict", model_path, tmp_path / "g.nc", "-o", tmp_path / "o.npy")
+    code, _out, err = cli("predict", model_path, tmp_path / "g.nc", "-o", tmp_path / "o.npy")
     assert code == 0, err
     assert_matches(np.load(tmp_path / "o.npy"), reference(model, data.reshape(7, -1).T))
 
@@ -303,7 +303,7 @@ def test_many_files_one_failing(tmp_path, rng, cli, model, model_path):
         xs[i] = rows(rng, 50 + i)
         np.save(tmp_path / "in" / f"s{i}.npy", xs[i])
     np.save(tmp_path / "in" / "s3.npy", rng.normal(size=(10, 3)))  # wrong columns
-    code, out, err = cli("predict", model_path, str(tmp_path / "in" / "*.npy"), "-o",
+    code, _out, err = cli("predict", model_path, str(tmp_path / "in" / "*.npy"), "-o",
                          str(tmp_path / "out") + "/")  # fmt: skip
     assert code == 2
     assert "s3.npy" in err and "3 columns but the model takes 7" in err

@@ -34,17 +34,17 @@ def rel_error(y, ref, spec):
 @pytest.mark.parametrize("name", [PACE, MERIS])
 def test_npy_through_imported_network_matches_reference(tmp_path, cli, fixtures_dir, name,
                                                         no_64bit_leak):  # fmt: skip
-    import mlnnkit.legacy as legacy
+    from mlnnkit import legacy
     from mlnnkit.legacy.reference import forward
 
     path = fixtures_dir / name
-    code, out, err = cli("import", path, "-o", tmp_path / "net.keras")
+    code, _out, err = cli("import", path, "-o", tmp_path / "net.keras")
     assert code == 0, err
     spec = legacy.read(path)
     x = inputs_for(spec)
     x[17] = np.nan  # a masked row
     np.save(tmp_path / "x.npy", x)
-    code, out, err = cli("predict", tmp_path / "net.keras", tmp_path / "x.npy", "-o", tmp_path / "y.npy")
+    code, _out, err = cli("predict", tmp_path / "net.keras", tmp_path / "x.npy", "-o", tmp_path / "y.npy")
     assert code == 0, err
     y = np.load(tmp_path / "y.npy")
     assert y.shape == (10_000, len(spec.output_scaling))
@@ -58,7 +58,7 @@ def test_npy_through_imported_network_matches_reference(tmp_path, cli, fixtures_
 def test_csv_columns_found_by_the_networks_input_names(tmp_path, cli, fixtures_dir):
     import pandas as pd
 
-    import mlnnkit.legacy as legacy
+    from mlnnkit import legacy
     from mlnnkit.legacy.reference import forward
 
     path = fixtures_dir / IOP
@@ -69,7 +69,7 @@ def test_csv_columns_found_by_the_networks_input_names(tmp_path, cli, fixtures_d
     df = df[list(reversed(spec.input_names))]  # another column order,
     df.insert(3, "quality_flag", 0)  # and a column the network does not use
     df.to_csv(tmp_path / "x.csv", index=False)
-    code, out, err = cli("predict", tmp_path / "iop.keras", tmp_path / "x.csv", "-o", tmp_path / "y.csv")
+    code, _out, err = cli("predict", tmp_path / "iop.keras", tmp_path / "x.csv", "-o", tmp_path / "y.csv")
     assert code == 0, err
     y = pd.read_csv(tmp_path / "y.csv")
     assert list(y.columns) == spec.output_names  # the network's own output names
@@ -78,6 +78,6 @@ def test_csv_columns_found_by_the_networks_input_names(tmp_path, cli, fixtures_d
 
 def test_legacy_file_as_model_is_refused_with_the_import_command(tmp_path, cli, fixtures_dir):
     np.save(tmp_path / "x.npy", np.zeros((3, 111)))
-    code, out, err = cli("predict", fixtures_dir / PACE, tmp_path / "x.npy", "-o", tmp_path / "y.npy")
+    code, _out, err = cli("predict", fixtures_dir / PACE, tmp_path / "x.npy", "-o", tmp_path / "y.npy")
     assert code == 2 and "ocsmart network file" in err and "mlnnkit import" in err
     assert not (tmp_path / "y.npy").exists()

@@ -33,13 +33,13 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
 from mlnnkit.errors import UserError
 
-__all__ = ["predict_array", "predict_stream", "default_chunk_rows", "Forward", "forward_for"]
+__all__ = ["Forward", "default_chunk_rows", "forward_for", "predict_array", "predict_stream"]
 
 # Chunk-size heuristic (see `default_chunk_rows`): a chunk's data should stay near the
 # cores while it flows through the layers (chunks that fall out of cache run up to 2x
@@ -207,7 +207,7 @@ def default_chunk_rows(model) -> int:
     except Exception:  # noqa: BLE001 - a backend without cost analysis: plain default
         return 8192
     rows = max(_CHUNK_BYTES_TARGET / nbytes, _MIN_CHUNK_FLOPS / flops)
-    rows = 1 << int(round(np.log2(max(rows, 1.0))))
+    rows = 1 << round(np.log2(max(rows, 1.0)))
     return int(min(max(rows, _MIN_CHUNK_ROWS), _MAX_CHUNK_ROWS))
 
 
@@ -311,7 +311,7 @@ class _Workers:
         for t in self.threads:
             t.join()
 
-    def __enter__(self) -> _Workers:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -414,7 +414,8 @@ def predict_stream(
                     return
                 if buf is None or len(jax.tree.leaves(buf)[0]) < len(xb):
                     buf = _output_like(fw, len(xb))
-                out = jax.tree.map(lambda a, n=len(xb): a[:n], buf)
+                n = len(xb)
+                out = jax.tree.map(lambda a: a[:n], buf)  # noqa: B023 - used at once
                 ordered.put(pool.submit(_Block(start, xb, out, buf)))
         except BaseException as e:  # noqa: BLE001 - handed to the caller
             failed.append(e)

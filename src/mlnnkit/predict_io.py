@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import itertools
 import os
 import shutil
 import threading
@@ -294,7 +295,7 @@ class ParquetSource(Source):
             if not (pa.types.is_floating(t) or pa.types.is_integer(t)):
                 raise UserError(f"{path}: column {c!r} has type {t}; numbers are needed")
         meta = pf.metadata
-        bounds = np.cumsum([0] + [meta.row_group(i).num_rows for i in range(meta.num_row_groups)])
+        bounds = np.cumsum([0, *(meta.row_group(i).num_rows for i in range(meta.num_row_groups))])
         src = cls(path, "parquet", int(meta.num_rows), cols)
         src.extra["groups"] = bounds
         return src
@@ -305,7 +306,7 @@ class ParquetSource(Source):
 
     def ranges(self, block_rows=None):
         g = self.extra["groups"]
-        return [(int(a), int(b)) for a, b in zip(g[:-1], g[1:]) if b > a]
+        return [(int(a), int(b)) for a, b in itertools.pairwise(g) if b > a]
 
     def blocks(self, block_rows=None):
         import pyarrow.parquet as pq
@@ -525,7 +526,7 @@ class NpySink(Sink):
     def __init__(self, tmp: Path, source: Source, names: list[str], dtype=np.float32):
         self.shape = (source.n_rows, len(names))
         self.dtype = np.dtype(dtype)
-        self.f = open(tmp, "wb")
+        self.f = open(tmp, "wb")  # noqa: SIM115 - written block by block, closed in close()
         header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
                   "shape": self.shape}  # fmt: skip
         np.lib.format.write_array_header_1_0(self.f, header)
@@ -548,7 +549,7 @@ class CsvSink(Sink):
         import csv
 
         self.names = names
-        self.f = open(tmp, "w", newline="")
+        self.f = open(tmp, "w", newline="")  # noqa: SIM115 - closed in close()
         csv.writer(self.f).writerow(names)
 
     def write(self, start, y):

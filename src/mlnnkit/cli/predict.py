@@ -11,7 +11,7 @@ import typer
 
 from mlnnkit.cli._app import app
 
-_ADDRESS = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
+_ADDRESS = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
 
 @app.command()
@@ -104,16 +104,18 @@ def predict(
                 typer.echo(f"error: {'' if named else f'{r.input}: '}{r.error}", err=True)
             return
         rate = r.rows / r.seconds if r.seconds > 0 else 0.0
+        speed = f"{rate / 1e6:.2f} M rows/s" if rate >= 1e6 else f"{rate:,.0f} rows/s"
         typer.echo(
             f"{r.output}: {r.rows:,} rows ({r.masked_rows:,} with NaN input -> NaN) "
-            f"in {r.seconds:.2f} s ({rate / 1e6:.3g} M rows/s)"
+            f"in {r.seconds:.2f} s ({speed})"
         )
 
     with _Progress(show) as bar:
-        kwargs = dict(
-            inputs=inputs, outputs=outputs, chunk_rows=chunk_rows, block_rows=block_rows,
-            progress=bar.advance, on_open=bar.add, on_done=report,
-        )  # fmt: skip
+        kwargs = {
+            "inputs": inputs, "outputs": outputs, "chunk_rows": chunk_rows,
+            "block_rows": block_rows, "progress": bar.advance, "on_open": bar.add,
+            "on_done": report,
+        }  # fmt: skip
         if not dask:
             results = predict_io.predict_files(net, jobs, **kwargs)
         else:
@@ -142,7 +144,11 @@ class _Progress:
         if self.show:
             from rich.console import Console
             from rich.progress import (
-                BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn,
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
             )  # fmt: skip
 
             self.bar = Progress(
