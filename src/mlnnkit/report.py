@@ -42,3 +42,49 @@ def plot_history(history: dict[str, list[float]], path: str | Path, title: str =
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return Path(path)
+
+
+def _complete(study) -> list:
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def plot_optimization_history(study, path: str | Path, metric: str = "Objective Value") -> Path:
+    """Optuna's optimization history (each complete trial's value and the best so far) as
+    a PNG. Raises ValueError when the study has no complete trial."""
+    import warnings
+
+    import optuna
+
+    if not _complete(study):
+        raise ValueError("no complete trial yet")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        ax = optuna.visualization.matplotlib.plot_optimization_history(study, target_name=metric)
+    return _save_axes(ax, path)
+
+
+def plot_param_importances(study, path: str | Path, metric: str = "Objective Value") -> Path:
+    """Optuna's hyperparameter importances (``optuna.importance``) as a PNG. Raises
+    ValueError when fewer than two complete trials differ in their values."""
+    import warnings
+
+    import optuna
+
+    if len(_complete(study)) < 2:
+        raise ValueError("importances need at least 2 complete trials")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        ax = optuna.visualization.matplotlib.plot_param_importances(study, target_name=metric)
+    return _save_axes(ax, path)
+
+
+def _save_axes(ax, path: str | Path) -> Path:
+    ax = ax.flat[0] if hasattr(ax, "flat") else ax
+    fig = ax.figure
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return Path(path)

@@ -15,6 +15,7 @@ import traceback
 from mlnnkit.cli import legacy as _legacy  # noqa: F401
 from mlnnkit.cli import predict as _predict  # noqa: F401
 from mlnnkit.cli import train as _train  # noqa: F401
+from mlnnkit.cli import tune as _tune  # noqa: F401
 from mlnnkit.cli._app import app, state
 from mlnnkit.errors import MlnnkitError
 
