@@ -166,3 +166,14 @@ def test_predict_stream_stops_on_a_writer_error_and_reuses_buffers(rng):
     ids = set()
     predict_stream(model, blocks_of(x, 500), lambda i, y: ids.add(y.ctypes.data), depth=1)
     assert len(ids) <= 3  # depth + 2 output buffers, reused block after block
+
+
+def test_out_array(tmp_path, rng):
+    model = dense_net([4, 6, 3])
+    x = rng.normal(size=(700, 4)).astype("float32")
+    out = np.lib.format.open_memmap(tmp_path / "y.npy", mode="w+", dtype="float32", shape=(700, 3))
+    assert mlnnkit.predict_array(model, x, chunk_rows=128, out=out) is out
+    out.flush()
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), mlnnkit.predict_array(model, x))
+    with pytest.raises(UserError, match="out must be"):
+        mlnnkit.predict_array(model, x, out=np.empty((700, 2), "float32"))

@@ -325,6 +325,7 @@ def predict_array(
     *,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    out=None,
 ):
     """Predict ``model`` on every row of ``x``, chunk by chunk, with a compiled forward
     pass in float32 (float64 for a float64 model in JAX's 64-bit mode, see
@@ -340,6 +341,8 @@ def predict_array(
             (:func:`default_chunk_rows`); the result does not depend on it.
         workers: threads feeding the compiled program (default: one per core, at least 2).
         progress: called with the number of rows finished after every chunk.
+        out: where to write the outputs (an array of the result's shape and dtype, e.g.
+            a ``np.lib.format.open_memmap`` of a ``.npy`` file); default: a new array.
 
     Returns:
         ``numpy.ndarray`` of shape ``(rows, *output_shape)``, float32 (or the model's
@@ -352,7 +355,15 @@ def predict_array(
     if not hasattr(x, "shape") or not hasattr(x, "__getitem__"):
         x = np.asarray(x, dtype=np.float32)
     _check_rows(fw, x)
-    out = _output_like(fw, len(x))
+    if out is None:
+        out = _output_like(fw, len(x))
+    else:
+        import jax
+
+        want = jax.tree.map(lambda a: ((len(x), *a.shape[1:]), a.dtype), fw.output_struct)
+        got = jax.tree.map(lambda a: (tuple(a.shape), a.dtype), out)
+        if got != want:
+            raise UserError(f"out must be {want} (shape, dtype), not {got}")
     n_chunks = -(-len(x) // fw.chunk_rows)
     with _Workers(fw, min(workers or _n_workers(), n_chunks), progress) as pool:
         pool.wait(pool.submit(_Block(0, x, out)))
