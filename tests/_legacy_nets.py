@@ -10,17 +10,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import pytest
-
-
-@pytest.fixture(autouse=True)
-def _no_float64_leak():
-    """Float64 imports switch JAX to 64-bit mode process-wide: switch it back after each
-    test so other tests of the suite run as they would alone."""
-    yield
-    from mlnnkit._precision import disable_float64
-
-    disable_float64()
 
 
 def random_net(sizes, seed=0, scale=0.5):

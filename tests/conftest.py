@@ -41,3 +41,16 @@ def cli(capsys):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _no_float64_leak():
+    """Float64 imports switch JAX to 64-bit mode process-wide: switch it back after each
+    test so every test of the suite runs as it would alone."""
+    yield
+    import sys
+
+    if "jax" in sys.modules and sys.modules["jax"].config.jax_enable_x64:
+        from mlnnkit._precision import disable_float64
+
+        disable_float64()

@@ -10,7 +10,6 @@ import h5py
 import keras
 import numpy as np
 import pytest
-from _legacy_nets import _no_float64_leak  # noqa: F401 (autouse: keep 64-bit mode from leaking)
 
 from mlnnkit import legacy
 from mlnnkit.legacy import reference

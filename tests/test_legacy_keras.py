@@ -10,8 +10,7 @@ import h5py
 import keras
 import numpy as np
 import pytest
-from _legacy_nets import (  # noqa: F401 (_no_float64_leak is an autouse fixture)
-    _no_float64_leak,
+from _legacy_nets import (
     ffbp_forward,
     inputs_within,
     ocsmart_forward,
@@ -275,9 +274,16 @@ def test_verify_fails_with_exit_1_on_a_changed_model(cli, tmp_path):
     assert out.count("FAIL") >= 1 and "max abs err" in out and "FAILED" in out
     assert err.startswith("error: ") and "does not compute what" in err
     code, _, err = cli(
-        "import", src, "-o", tmp_path / "strict.keras", "--tolerance", "1e-12", "--samples", "200"
+        "import", src, "-o", tmp_path / "strict.keras", "--tolerance", "1e-12", "--samples", "200",
+        "--dtype", "float32",
     )
     assert code == 1 and "--dtype float64" in err and not (tmp_path / "strict.keras").exists()
+    # without --dtype, a network float32 cannot meet the tolerance is imported in float64
+    code, out, err = cli(
+        "import", src, "-o", tmp_path / "auto.keras", "--tolerance", "1e-12", "--samples", "200"
+    )
+    assert code == 0, err
+    assert "importing it in float64 instead" in out and (tmp_path / "auto.keras").exists()
 
 
 def test_fine_tuned_model_exports_to_its_source_format(tmp_path):
