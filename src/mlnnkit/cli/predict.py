@@ -1,0 +1,174 @@
+"""`mlnnkit predict`."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mlnnkit.cli._app import app
+
+_ADDRESS = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="Model: .keras or .h5 (e.g. from `mlnnkit import`).")],
+    files: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="INPUT... [ADDRESS]",
+            help="Input files (.npy, .csv, .parquet, NetCDF .nc, HDF5 .h5) or globs "
+            "('scenes/*.nc'); with --dask, a scheduler address (tcp://host:8786) among them.",
+        ),
+    ],
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output", "-o",
+            help="Output file (its suffix picks the kind), or a directory for several inputs.",
+        ),
+    ],
+    inputs: Annotated[
+        str | None,
+        typer.Option(
+            "--inputs",
+            help="Columns/variables that are the model's inputs, in its order (comma list or "
+            "globs). Default: the model's own input names, else all columns of the file.",
+        ),
+    ] = None,
+    outputs: Annotated[
+        str | None,
+        typer.Option(
+            "--outputs",
+            help="Names of the output columns/variables. Default: the model's own, else "
+            "prediction (prediction_1, ... for several).",
+        ),
+    ] = None,
+    chunk_rows: Annotated[
+        int | None,
+        typer.Option(
+            "--chunk-rows", min=1, help="Rows per compiled call (default: from the model's size)."
+        ),
+    ] = None,
+    block_rows: Annotated[
+        int | None,
+        typer.Option(
+            "--block-rows", min=1,
+            help="Rows read and written at a time, and per Dask task (default: ~32 MB of data).",
+        ),
+    ] = None,
+    dask: Annotated[
+        bool,
+        typer.Option(
+            "--dask",
+            help="Run as Dask tasks: on local threads, or on the dask.distributed scheduler "
+            "whose address (tcp://host:8786) follows --dask.",
+        ),
+    ] = False,
+    progress: Annotated[
+        bool | None,
+        typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal)."),
+    ] = None,
+) -> None:
+    """Apply a model to every row (or pixel) of files of any size, chunk by chunk, with
+    a compiled float32 forward pass. Rows with NaN in an input give NaN outputs.
+
+    A scene (NetCDF/HDF5 variables of one shape, e.g. a 2030 x 1354 granule) is flattened
+    to rows and the outputs are written back, in a copy of the file, as variables of the
+    same shape. Every output is written under a temporary name and renamed when complete.
+    With several inputs, a file that fails is reported and the others go on (exit 2 at the
+    end)."""
+    from mlnnkit import predict_io
+    from mlnnkit.errors import UserError
+
+    addresses = [f for f in files if _ADDRESS.match(f)]
+    if addresses and not dask:
+        raise UserError(f"{addresses[0]} is not a file; to run on that Dask scheduler add --dask")
+    if len(addresses) > 1:
+        raise UserError(f"one Dask scheduler address, please (got {', '.join(addresses)})")
+    address = addresses[0] if addresses else None
+    jobs = predict_io.plan_jobs([f for f in files if f not in addresses], output)
+    for src, dst in jobs:  # fail early on a kind we cannot write
+        predict_io.kind_of(dst)
+    net = predict_io.load_model_for_predict(model)
+    show = sys.stderr.isatty() if progress is None else progress
+
+    def report(r: predict_io.FileResult) -> None:
+        if r.error:
+            if len(jobs) > 1:  # one file: its error is the command's (below)
+                named = r.error.startswith(str(r.input))
+                typer.echo(f"error: {'' if named else f'{r.input}: '}{r.error}", err=True)
+            return
+        rate = r.rows / r.seconds if r.seconds > 0 else 0.0
+        speed = f"{rate / 1e6:.2f} M rows/s" if rate >= 1e6 else f"{rate:,.0f} rows/s"
+        typer.echo(
+            f"{r.output}: {r.rows:,} rows ({r.masked_rows:,} with NaN input -> NaN) "
+            f"in {r.seconds:.2f} s ({speed})"
+        )
+
+    with _Progress(show) as bar:
+        kwargs = {
+            "inputs": inputs, "outputs": outputs, "chunk_rows": chunk_rows,
+            "block_rows": block_rows, "progress": bar.advance, "on_open": bar.add,
+            "on_done": report,
+        }  # fmt: skip
+        if not dask:
+            results = predict_io.predict_files(net, jobs, **kwargs)
+        else:
+            from mlnnkit.predict_dask import predict_files_dask
+
+            results = predict_files_dask(net, jobs, address=address, **kwargs)
+    failed = [r for r in results if r.error]
+    if len(jobs) == 1 and failed:
+        raise UserError(failed[0].error)
+    if failed:
+        raise UserError(
+            f"{len(failed)} of {len(jobs)} files failed: {', '.join(str(r.input) for r in failed)}"
+        )
+
+
+class _Progress:
+    """A rich progress bar of rows over every opened file (silent when not shown)."""
+
+    def __init__(self, show: bool):
+        self.show = show
+        self.bar = None
+        self.task = None
+        self.total = 0
+
+    def __enter__(self):
+        if self.show:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )  # fmt: skip
+
+            self.bar = Progress(
+                TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
+                TimeRemainingColumn(), console=Console(stderr=True), transient=True,
+            )  # fmt: skip
+            self.bar.__enter__()
+            self.task = self.bar.add_task("predict", total=0)
+        return self
+
+    def add(self, source) -> None:
+        self.total += source.n_rows
+        if self.bar is not None:
+            self.bar.update(self.task, total=self.total)
+
+    def advance(self, rows: int) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task, rows)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+        return False
