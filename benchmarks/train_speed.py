@@ -135,7 +135,7 @@ def _spawn(kind: str, epochs: int, env_extra: dict[str, str]) -> dict | None:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.update(env_extra)
     cmd = [sys.executable, __file__, "--worker", kind, "--epochs", str(epochs)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800, check=False)
     if proc.returncode != 0:
         sys.stderr.write(f"[{kind} {env_extra}] failed:\n{proc.stderr[-2000:]}\n")
         return None
@@ -144,7 +144,7 @@ def _spawn(kind: str, epochs: int, env_extra: dict[str, str]) -> dict | None:
 
 def _tf_available() -> bool:
     probe = subprocess.run(
-        [sys.executable, "-c", "import tensorflow"], capture_output=True, text=True,
+        [sys.executable, "-c", "import tensorflow"], capture_output=True, text=True, check=False,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     return probe.returncode == 0

@@ -20,11 +20,14 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pickle
 import platform
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 MAX_ENTRIES = 256
 _OFF = {"", "0", "off", "false", "no", "none"}
@@ -82,8 +85,8 @@ def _compile(lowered: Any, compiler_options: dict | None) -> Any:
     if compiler_options:
         try:
             return lowered.compile(compiler_options)
-        except Exception:  # noqa: BLE001 - an option this XLA does not have: compile plainly
-            pass
+        except Exception as e:  # noqa: BLE001 - an option this XLA does not have
+            log.debug("compiling without options %s: %s", compiler_options, e)
     return lowered.compile()
 
 
@@ -121,8 +124,8 @@ def compile_cached(lowered: Any, compiler_options: dict | None = None) -> Any:
         with atomic_path(path) as tmp:
             Path(tmp).write_bytes(blob)
         _prune(folder)
-    except Exception:  # noqa: BLE001 - the cache is an optimisation only
-        pass
+    except Exception as e:  # noqa: BLE001 - the cache is an optimisation only
+        log.debug("could not store the compiled program in %s: %s", folder, e)
     return compiled
 
 

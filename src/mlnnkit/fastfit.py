@@ -55,7 +55,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["select", "unsupported_reason", "SUPPORTED_LAYERS", "FastRunner"]
+__all__ = ["SUPPORTED_LAYERS", "FastRunner", "select", "unsupported_reason"]
 
 #: Keras layer classes the fast path runs (exact classes; mlnnkit's own layers are added
 #: by :func:`supported_layer_classes`).

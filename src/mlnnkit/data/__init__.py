@@ -96,4 +96,4 @@ def load_data(cfg: RunConfig) -> Dataset:
     return ds
 
 
-__all__ = ["Dataset", "load_data", "aligned_empty"]
+__all__ = ["Dataset", "aligned_empty", "load_data"]
