@@ -12,12 +12,17 @@ import sys
 import traceback
 
 # Command modules (each registers its commands on `app`).
-from mlnnkit.cli import finetune as _finetune  # noqa: F401
+# Command modules register their commands on `app`; the order here is the order of
+# `mlnnkit --help`: the training workflow first, then legacy networks, inference,
+# adaptation and tuning.
+# isort: off
+from mlnnkit.cli import train as _train  # noqa: F401
 from mlnnkit.cli import legacy as _legacy  # noqa: F401
 from mlnnkit.cli import predict as _predict  # noqa: F401
-from mlnnkit.cli import train as _train  # noqa: F401
+from mlnnkit.cli import finetune as _finetune  # noqa: F401
 from mlnnkit.cli import transfer as _transfer  # noqa: F401
 from mlnnkit.cli import tune as _tune  # noqa: F401
+# isort: on
 from mlnnkit.cli._app import app, state
 from mlnnkit.errors import MlnnkitError
 

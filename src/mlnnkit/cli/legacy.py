@@ -51,7 +51,7 @@ NormIn = Annotated[
     str | None,
     typer.Option(
         "--norm-in",
-        help="rawh5: dataset of \\[min, max] per input (default: none).",
+        help="rawh5: dataset of [min, max] per input (default: none).",
         rich_help_panel=_PANEL,
     ),
 ]
@@ -59,7 +59,7 @@ NormOut = Annotated[
     str | None,
     typer.Option(
         "--norm-out",
-        help="rawh5: dataset of \\[min, max] per output (default: none).",
+        help="rawh5: dataset of [min, max] per output (default: none).",
         rich_help_panel=_PANEL,
     ),
 ]
