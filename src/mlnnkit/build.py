@@ -58,11 +58,7 @@ def make_layer(spec: LayerSpec) -> keras.layers.Layer:
         msg = " ".join(str(e).split())
         bad = [k for k in spec.kwargs if f"'{k}'" in msg or k in msg]
         key = bad[0] if bad else "type"
-        return _raise(f"{key}: {spec.type} rejected its arguments {spec.kwargs}: {msg}")
-
-
-def _raise(msg: str):
-    raise UserError(msg)
+        raise UserError(f"{key}: {spec.type} rejected its arguments {spec.kwargs}: {msg}") from None
 
 
 def _schedule(lr: float | NamedObject | None):
