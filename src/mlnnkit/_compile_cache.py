@@ -12,6 +12,14 @@ Where: ``$MLNNKIT_CACHE_DIR/xla`` (default ``~/.cache/mlnnkit/xla``, or
 cache keeps the :data:`MAX_ENTRIES` most recently used programs. Entries are pickles:
 like JAX's own compilation cache, only point it at a folder you own.
 
+Why not JAX's persistent compilation cache (``jax_compilation_cache_dir``): it works on
+CPU, but it is process-wide configuration — its folder, the minimum compile time worth
+caching (1 s by default, longer than these programs take), its size — and a library's fit
+call should not change that under the program that called it. This cache holds only the
+fast path's programs and puts the host CPU in the key (a home folder shared by machines
+with different instruction sets must not hand one a program built for the other). A
+user who turns JAX's cache on gets it as usual: ``lowered.compile()`` goes through it.
+
 Example:
     >>> lowered = jax.jit(f).lower(*args)
     >>> compiled = compile_cached(lowered)          # compiles, or loads from the cache
