@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -589,7 +590,27 @@ def _scene_lines(source: Source, start: int, y: np.ndarray) -> tuple[int, int, t
     return a, b, (b - a, *source.shape[1:])
 
 
-class NetcdfSink(Sink):
+class _SceneSink(Sink):
+    """A copy of the input scene file, open as ``self.handle``, with one array per output in
+    ``self.targets`` (of the first input's shape): each block is written back as whole
+    lines of the scene."""
+
+    source: Source
+    handle: Any
+    targets: list
+
+    def write(self, start, y):
+        a, b, shape = _scene_lines(self.source, start, y)
+        with _FILE_LOCK:
+            for j, target in enumerate(self.targets):
+                target[a:b] = y[:, j].reshape(shape)
+
+    def close(self):
+        with _FILE_LOCK:
+            self.handle.close()
+
+
+class NetcdfSink(_SceneSink):
     """Copies the input file and adds one variable per output, dims of the first input."""
 
     def __init__(self, tmp: Path, source: NetcdfSource, names: list[str], attrs: dict, dtype=np.float32):
@@ -599,40 +620,30 @@ class NetcdfSink(Sink):
         shutil.copyfile(source.path, tmp)
         g, v = _nc_split(source.columns[0])
         with _FILE_LOCK:
-            self.nc = netCDF4.Dataset(tmp, "a")
+            self.handle = nc = netCDF4.Dataset(tmp, "a")
             try:
-                grp = self.nc[g] if g else self.nc
+                grp = nc[g] if g else nc
                 like = grp.variables[v]
                 opts: dict = {}
                 filt = like.filters() or {}
                 if filt.get("zlib"):
                     opts.update(zlib=True, complevel=filt.get("complevel", 4))
                 chunking = like.chunking()
-                if isinstance(chunking, list) and self.nc.data_model.startswith("NETCDF4"):
+                if isinstance(chunking, list) and nc.data_model.startswith("NETCDF4"):
                     opts["chunksizes"] = chunking
-                self.vars = []
+                self.targets = []
                 for name in names:
                     var = grp.createVariable(
                         name, np.dtype(dtype), like.dimensions, fill_value=np.nan, **opts
                     )
                     var.setncatts({**attrs, "long_name": name})
-                    self.vars.append(var)
+                    self.targets.append(var)
             except BaseException:
-                self.nc.close()
+                nc.close()
                 raise
 
-    def write(self, start, y):
-        a, b, shape = _scene_lines(self.source, start, y)
-        with _FILE_LOCK:
-            for j, var in enumerate(self.vars):
-                var[a:b] = y[:, j].reshape(shape)
 
-    def close(self):
-        with _FILE_LOCK:
-            self.nc.close()
-
-
-class Hdf5Sink(Sink):
+class Hdf5Sink(_SceneSink):
     """Copies the input file and adds one dataset per output beside the first input."""
 
     def __init__(self, tmp: Path, source: Hdf5Source, names: list[str], attrs: dict, dtype=np.float32):
@@ -641,11 +652,11 @@ class Hdf5Sink(Sink):
         self.source = source
         shutil.copyfile(source.path, tmp)
         with _FILE_LOCK:
-            self.f = h5py.File(tmp, "a")
+            self.handle = f = h5py.File(tmp, "a")
             try:
-                like = self.f[source.columns[0]]
+                like = f[source.columns[0]]
                 parent = like.parent
-                self.dsets = []
+                self.targets = []
                 for name in names:
                     if name in parent:
                         raise UserError(
@@ -660,20 +671,10 @@ class Hdf5Sink(Sink):
                     for k, v in attrs.items():
                         d.attrs[k] = v
                     d.attrs["long_name"] = name
-                    self.dsets.append(d)
+                    self.targets.append(d)
             except BaseException:
-                self.f.close()
+                f.close()
                 raise
-
-    def write(self, start, y):
-        a, b, shape = _scene_lines(self.source, start, y)
-        with _FILE_LOCK:
-            for j, d in enumerate(self.dsets):
-                d[a:b] = y[:, j].reshape(shape)
-
-    def close(self):
-        with _FILE_LOCK:
-            self.f.close()
 
 
 def open_sink(

@@ -95,7 +95,7 @@ def check_url(url: str) -> None:
     except (sqlalchemy.exc.NoSuchModuleError, ImportError) as e:
         raise UserError(
             f"--storage {shown(url)}: no database driver for it ({e}); for PostgreSQL "
-            "pip install 'mlnnkit[postgres]' (psycopg2-binary)"
+            "pip install psycopg2-binary (mlnnkit's 'postgres' extra)"
         ) from None
     except sqlalchemy.exc.SQLAlchemyError as e:
         first = " ".join(str(getattr(e, "orig", None) or e).split())[:300]
