@@ -5,6 +5,7 @@ a worker is killed with -9 while it holds tasks; a worker without mlnnkit is nam
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -82,7 +83,7 @@ class Cluster:
                 ["worker", self.address, "--nthreads", "1", "--no-nanny", "--host", "127.0.0.1",
                  "--no-dashboard", "--name", name, "--local-directory", str(self.folder / name)],
                 name, python_flags, env,
-            )  # fmt: skip
+            )
             for name in names
         }
         deadline = time.monotonic() + START_TIMEOUT
@@ -103,16 +104,12 @@ class Cluster:
             time.sleep(0.05)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # tearing down whatever happened
             self.client.close(timeout=5)
-        except Exception:  # noqa: BLE001 - tearing down whatever happened
-            pass
         for p in reversed(self.procs):
             if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)  # its own session: the process only
-                except ProcessLookupError:
-                    pass
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)  # its own session: that process only
             p.wait(30)
         for log in self.logs:
             log.close()
@@ -207,6 +204,28 @@ def test_cluster_outputs_identical_to_local_run(cluster, scenes, model_file, cli
     assert_same_outputs(scenes / "local", out2, names)
 
 
+def test_cluster_imported_float64_legacy_network(cluster, scenes, cli, tmp_path):
+    """An imported network (mlnnkit's own scaling layers, float64) travels as its .keras
+    file too, computes float64 on the workers, and matches the local run bit for bit."""
+    import xarray as xr
+    from _legacy_nets import write_ocsmart
+
+    write_ocsmart(tmp_path / "net.h5", [7, 9, 3], seed=4)
+    code, _, err = cli("import", tmp_path / "net.h5", "-o", tmp_path / "net.keras", "--dtype", "float64",
+                       "--samples", "500")  # fmt: skip
+    assert code == 0, err
+    inp = scenes / "in" / "scene_01.nc"
+    assert cli("predict", tmp_path / "net.keras", inp, "-o", tmp_path / "local.nc")[0] == 0
+    code, _, err = cli("predict", tmp_path / "net.keras", inp, "-o", tmp_path / "dask.nc",
+                       "--dask", cluster.address, "--block-rows", "250")  # fmt: skip
+    assert code == 0, err
+    with xr.open_dataset(tmp_path / "local.nc") as a, xr.open_dataset(tmp_path / "dask.nc") as b:
+        for v in ("prediction_1", "prediction_2", "prediction_3"):
+            assert a[v].dtype == b[v].dtype == np.float64
+            assert a[v].values.tobytes() == b[v].values.tobytes()
+            assert np.isfinite(a[v].values).any() and np.isnan(a[v].values).any()
+
+
 def test_cluster_unreadable_scene_reported_others_written(cluster, scenes, model_file, cli, tmp_path):
     src = tmp_path / "in"
     src.mkdir()
@@ -249,8 +268,10 @@ def test_unreachable_scheduler_one_line_within_the_timeout(scenes, model_file, c
     took = time.monotonic() - t0
     assert code == 2
     assert err.strip().splitlines() == [
-        f"error: cannot reach the Dask scheduler at tcp://127.0.0.1:{port} within 1.5 s; "
-        "check the address and that `dask scheduler` runs there"
+        (
+            f"error: cannot reach the Dask scheduler at tcp://127.0.0.1:{port} within 1.5 s; "
+            "check the address and that `dask scheduler` runs there"
+        )
     ]
     assert took < 1.5 + 30, took  # a guard against hanging, not a timing goal
     assert not (tmp_path / "o.nc").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 import sys
 from pathlib import Path
@@ -143,10 +145,11 @@ def predict(
             from mlnnkit.predict_dask import predict_files_dask
 
             # the model travels to the workers as its file: its bytes, or its path
-            results = predict_files_dask(
-                model, jobs, address=address, timeout=dask_timeout,
-                shared_storage=shared_storage if address is not None else None, **kwargs,
-            )  # fmt: skip
+            with _dask_logs_quiet():
+                results = predict_files_dask(
+                    model, jobs, address=address, timeout=dask_timeout,
+                    shared_storage=shared_storage if address is not None else None, **kwargs,
+                )  # fmt: skip
     failed = [r for r in results if r.error]
     if len(jobs) == 1 and failed:
         raise UserError(failed[0].error)
@@ -154,6 +157,22 @@ def predict(
         raise UserError(
             f"{len(failed)} of {len(jobs)} files failed: {', '.join(str(r.input) for r in failed)}"
         )
+
+
+@contextlib.contextmanager
+def _dask_logs_quiet():
+    """dask.distributed's own log lines ("Couldn't gather 1 keys, rescheduling" when a
+    worker is lost and its tasks rerun) off for the command, unless --debug."""
+    from mlnnkit.cli._app import state
+
+    log = logging.getLogger("distributed")
+    level = log.level
+    if not state.debug:
+        log.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 class _Progress:
