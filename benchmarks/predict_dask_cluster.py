@@ -60,7 +60,10 @@ class Cluster:
     def __init__(self, folder: Path, n_workers: int):
         self.folder, self.procs = folder, []
         folder.mkdir(parents=True)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+        )
         self.env = env
         sched = folder / "scheduler.json"
         self._spawn(["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
@@ -141,7 +144,11 @@ def main() -> int:
         res = fn(plan_jobs([str(root / "in" / "*.nc")], root / out))
         dt = time.perf_counter() - t0
         assert all(r.error is None for r in res), [r.error for r in res]
-        ok = all(same(root / "local" / p.name, root / out / p.name) for p in scenes) if out != "local" else True
+        ok = (
+            all(same(root / "local" / p.name, root / out / p.name) for p in scenes)
+            if out != "local"
+            else True
+        )
         left = [p.name for p in (root / out).iterdir() if p.name.startswith(".tmp-")]
         table.append((label, dt, rows / dt, ok and not left))
         print(f"| {label} | {dt:.2f} s | {rows / dt / 1e6:.2f} M rows/s | {'identical' if ok else 'DIFFERENT'}"
@@ -161,8 +168,13 @@ def main() -> int:
             ("cluster, `--shared-storage`, 2nd run", True),
         ]
         for i, (label, shared) in enumerate(runs):
-            run(label, lambda j, s=shared: predict_files_dask(
-                root / "net.keras", j, address=cluster.address, shared_storage=s), f"c{i}")
+            run(
+                label,
+                lambda j, s=shared: predict_files_dask(
+                    root / "net.keras", j, address=cluster.address, shared_storage=s
+                ),
+                f"c{i}",
+            )
         victim, vaddr = cluster.add_worker("victim")
         run(f"cluster + 1 worker ({args.workers + 1}), bytes and rows sent, 1st run", lambda j: predict_files_dask(
             root / "net.keras", j, address=cluster.address), "c4")  # fmt: skip

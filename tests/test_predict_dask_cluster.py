@@ -29,8 +29,10 @@ START_TIMEOUT = 120  # seconds for a process to come up on a busy machine
 
 def _env(pythonpath: str | None = None) -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = pythonpath if pythonpath is not None else os.pathsep.join(
-        [str(REPO / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env["PYTHONPATH"] = (
+        pythonpath
+        if pythonpath is not None
+        else os.pathsep.join([str(REPO / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
     )
     env.setdefault("KERAS_BACKEND", "jax")
     return env
@@ -80,15 +82,31 @@ class Cluster:
         it), all at once; ``{name: (process, address)}`` once each has joined."""
         procs = {
             name: self._spawn(
-                ["worker", self.address, "--nthreads", "1", "--no-nanny", "--host", "127.0.0.1",
-                 "--no-dashboard", "--name", name, "--local-directory", str(self.folder / name)],
-                name, python_flags, env,
+                [
+                    "worker",
+                    self.address,
+                    "--nthreads",
+                    "1",
+                    "--no-nanny",
+                    "--host",
+                    "127.0.0.1",
+                    "--no-dashboard",
+                    "--name",
+                    name,
+                    "--local-directory",
+                    str(self.folder / name),
+                ],
+                name,
+                python_flags,
+                env,
             )
             for name in names
         }
         deadline = time.monotonic() + START_TIMEOUT
         while True:
-            joined = {w["name"]: a for a, w in self.client.scheduler_info(n_workers=-1)["workers"].items()}
+            joined = {
+                w["name"]: a for a, w in self.client.scheduler_info(n_workers=-1)["workers"].items()
+            }
             if all(n in joined for n in names):
                 return {n: (procs[n], joined[n]) for n in names}
             for p in procs.values():
@@ -226,7 +244,9 @@ def test_cluster_imported_float64_legacy_network(cluster, scenes, cli, tmp_path)
             assert np.isfinite(a[v].values).any() and np.isnan(a[v].values).any()
 
 
-def test_cluster_unreadable_scene_reported_others_written(cluster, scenes, model_file, cli, tmp_path):
+def test_cluster_unreadable_scene_reported_others_written(
+    cluster, scenes, model_file, cli, tmp_path
+):
     src = tmp_path / "in"
     src.mkdir()
     for p in sorted((scenes / "in").iterdir())[:3]:
@@ -241,21 +261,35 @@ def test_cluster_unreadable_scene_reported_others_written(cluster, scenes, model
     assert_same_outputs(scenes / "local", tmp_path / "out", names)
 
 
-def test_worker_without_mlnnkit_is_named(cluster, scenes, model_file, cli, tmp_path):
-    """A worker whose Python has no mlnnkit: one line naming it, exit 2, nothing written."""
-    site = sysconfig.get_paths()["purelib"]  # distributed etc. without the .pth of mlnnkit
-    env = _env(pythonpath=site)
-    ((p, address),) = cluster.add_workers(["bare"], python_flags=["-S"], env=env).values()
+def test_worker_without_mlnnkit_or_with_another_version_is_named(
+    cluster, scenes, model_file, cli, tmp_path
+):
+    """A worker whose Python has no mlnnkit, and one with another mlnnkit version: each is
+    named in one line (exit 2, nothing written), before any work is sent."""
+    old = tmp_path / "old" / "mlnnkit"
+    old.mkdir(parents=True)
+    (old / "__init__.py").write_text('__version__ = "0.0.1"\n')  # an older install
+    bare_env = _env(pythonpath=sysconfig.get_paths()["purelib"])  # no mlnnkit's .pth
+    started = cluster.add_workers(["bare"], python_flags=["-S"], env=bare_env)
+    started |= cluster.add_workers(["old"], env=_env(pythonpath=str(tmp_path / "old")))
+    expect = {
+        "bare": "lacks mlnnkit (ModuleNotFoundError",
+        "old": "has mlnnkit 0.0.1 but the client has",
+    }
     try:
-        code, _, err = cli("predict", model_file, scenes / "in" / "scene_00.nc", "-o",
-                           tmp_path / "o.nc", "--dask", cluster.address)  # fmt: skip
+        for _ in range(2):
+            code, _, err = cli("predict", model_file, scenes / "in" / "scene_00.nc", "-o",
+                               tmp_path / "o.nc", "--dask", cluster.address)  # fmt: skip
+            assert code == 2
+            lines = err.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("error: Dask worker "), err
+            (name,) = [n for n, (_, address) in started.items() if f" {address} " in lines[0]]
+            assert expect[name] in lines[0], lines[0]
+            assert not (tmp_path / "o.nc").exists()
+            cluster.kill(*started.pop(name))
     finally:
-        cluster.kill(p, address)
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: Dask worker "), err
-    assert address in lines[0] and "lacks mlnnkit" in lines[0]
-    assert not (tmp_path / "o.nc").exists()
+        for p, address in started.values():
+            cluster.kill(p, address)
 
 
 def test_unreachable_scheduler_one_line_within_the_timeout(scenes, model_file, cli, tmp_path):
@@ -300,7 +334,11 @@ def test_cluster_worker_killed_with_minus_9_mid_run(cluster, model_file, tmp_pat
         deadline = time.monotonic() + 300
         while t.is_alive() and time.monotonic() < deadline:
             # mid-run: some scenes written, and the victim holds block tasks
-            done = len([p for p in out.glob("*.nc") if not p.name.startswith(".tmp-")]) if out.is_dir() else 0
+            done = (
+                len([p for p in out.glob("*.nc") if not p.name.startswith(".tmp-")])
+                if out.is_dir()
+                else 0
+            )
             held = [k for k in cluster.client.processing(workers=[victim_address]).get(
                 victim_address, []) if "predict" in str(k)]  # fmt: skip
             if done >= 1 and held:
