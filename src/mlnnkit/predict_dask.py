@@ -473,9 +473,10 @@ def predict_files_dask(
         if on_done is not None:
             on_done(r)
 
-    def finish(st: _FileState, exc: BaseException | None) -> None:
+    def finish(st: _FileState, exc: BaseException | None, *, tell: bool = True) -> None:
         for f in st.futures:
-            f.cancel()
+            with contextlib.suppress(Exception):  # the client may be closed already
+                f.cancel()
         st.futures.clear()
         try:
             st.sink.close()
@@ -489,10 +490,14 @@ def predict_files_dask(
         else:
             st.stack.__exit__(type(exc), exc, exc.__traceback__)  # removes it
         st.source.close()
-        report(st.index, FileResult(
+        r = FileResult(
             st.src, st.dst, st.rows if exc is None else 0, st.masked if exc is None else 0,
             time.perf_counter() - st.t0, error=None if exc is None else error_text(exc),
-        ))  # fmt: skip
+        )  # fmt: skip
+        if tell:
+            report(st.index, r)
+        else:
+            results[st.index] = r
 
     with dask_client(address, timeout=timeout) as client:
         try:
@@ -502,6 +507,7 @@ def predict_files_dask(
                 f"the Dask scheduler at {client.scheduler.address} has no worker (waited "
                 f"{timeout:g} s); start some with `dask worker {client.scheduler.address}`"
             ) from None
+        scheduler = client.scheduler.address
         in_process = _in_this_process(client)
         if shared_storage is None:
             shared_storage = in_process
@@ -556,6 +562,16 @@ def predict_files_dask(
                     return True
                 return False
 
+            def check_connected() -> None:
+                """A lost scheduler fails the run (not each file in turn)."""
+                if str(getattr(client.status, "value", client.status)) in ("connecting", "closing", "closed"):
+                    done = sum(1 for r in results.values() if r.error is None)
+                    raise UserError(
+                        f"lost the connection to the Dask scheduler at {scheduler} mid-run; "
+                        f"{done} of {len(jobs)} outputs were written, the others not (none "
+                        "half-written): run again for those"
+                    )
+
             def submit_one(st: _FileState) -> None:
                 k = st.submitted
                 a, b = st.ranges[k]
@@ -583,6 +599,7 @@ def predict_files_dask(
                     try:
                         submit_one(st)
                     except Exception as e:  # noqa: BLE001 - reading on the client failed
+                        check_connected()
                         finish(st, e)  # its other tasks are cancelled, and counted out below
                         active.remove(st)
                         continue
@@ -596,10 +613,15 @@ def predict_files_dask(
                     fut = next(ac)
                     in_flight -= 1
                     st, k = where.pop(fut)
-                    if st.index in results or fut.cancelled():  # its file already failed
+                    if st.index in results:  # its file already failed (tasks cancelled)
                         continue
                     st.futures.discard(fut)
                     try:
+                        if fut.cancelled():  # not by us: the scheduler or client went away
+                            raise RuntimeError(
+                                "its Dask task was cancelled (the scheduler restarted or the "
+                                "connection to it was lost)"
+                            )
                         st.done[k] = fut.result()
                         fut.release()
                         while st.next_write in st.done:  # in order (CSV, Parquet need it)
@@ -614,13 +636,15 @@ def predict_files_dask(
                             finish(st, None)
                             active.remove(st)
                     except Exception as e:  # noqa: BLE001 - the block's failure, per file
+                        check_connected()
                         finish(st, e)
                         active.remove(st)
             except BaseException as e:  # Ctrl-C, lost scheduler: no half-written output
                 for st in active:
                     if st.index not in results:
-                        finish(st, e)
+                        finish(st, e, tell=False)  # the run's error says it
                 raise
             finally:
-                held.release()
+                with contextlib.suppress(Exception):  # the client may be gone
+                    held.release()
     return [results[i] for i in sorted(results)]

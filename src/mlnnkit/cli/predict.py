@@ -161,18 +161,28 @@ def predict(
 
 @contextlib.contextmanager
 def _dask_logs_quiet():
-    """dask.distributed's own log lines ("Couldn't gather 1 keys, rescheduling" when a
-    worker is lost and its tasks rerun) off for the command, unless --debug."""
+    """dask.distributed's own log lines off for the command, unless --debug: "Couldn't
+    gather 1 keys, rescheduling" when a worker is lost (its tasks are rerun), the
+    tracebacks it logs when the scheduler goes away (the command says it in one line)."""
     from mlnnkit.cli._app import state
 
-    log = logging.getLogger("distributed")
-    level = log.level
-    if not state.debug:
-        log.setLevel(logging.CRITICAL + 1)
+    if state.debug:
+        yield
+        return
+    import distributed  # noqa: F401 - sets up its log handlers, which are filtered here
+
+    def drop(record) -> bool:
+        return not record.name.startswith(("distributed", "tornado"))
+
+    handlers = [h for name in ("distributed", "tornado", "")
+                for h in logging.getLogger(name).handlers]  # fmt: skip
+    for h in handlers:
+        h.addFilter(drop)
     try:
         yield
     finally:
-        log.setLevel(level)
+        for h in handlers:
+            h.removeFilter(drop)
 
 
 class _Progress:
