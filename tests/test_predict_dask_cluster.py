@@ -355,3 +355,40 @@ def test_cluster_worker_killed_with_minus_9_mid_run(cluster, model_file, tmp_pat
     names = sorted(p.name for p in (tmp_path / "in").iterdir())
     assert sorted(p.name for p in out.iterdir()) == names  # no temporary file left
     assert_same_outputs(tmp_path / "local", out, names)
+
+
+def test_cluster_scheduler_lost_mid_run_one_line(cluster, model_file, cli, tmp_path):
+    """The scheduler killed -9 mid-run: one line, exit 2, finished outputs complete, none
+    half-written. (Last: it ends the module's cluster.)"""
+    import xarray as xr
+
+    write_scenes(tmp_path / "in", np.random.default_rng(9), 8, shape=(120, 50))
+    out = tmp_path / "out"
+    result = {}
+
+    def run():
+        result["r"] = cli("predict", model_file, tmp_path / "in" / "*.nc", "-o", out, "--dask",
+                          cluster.address, "--block-rows", "200", "--dask-timeout", "3")  # fmt: skip
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        deadline = time.monotonic() + 300
+        while t.is_alive() and time.monotonic() < deadline and not list(out.glob("scene_*.nc")):
+            time.sleep(0.005)
+        cluster.scheduler.send_signal(signal.SIGKILL)
+    finally:
+        t.join(600)
+    code, _, err = result["r"]
+    written = sorted(p.name for p in out.iterdir())
+    assert code == 2 and 1 <= len(written) < 8
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: lost the connection to the Dask scheduler"
+    )
+    assert f"{len(written)} of 8 outputs were written" in lines[0]
+    for name in written:  # complete: renamed only when done
+        assert not name.startswith(".tmp-")
+        with xr.open_dataset(out / name) as ds:
+            assert ds["prediction_1"].shape == (120, 50)
+            assert np.isfinite(ds["prediction_1"].values).any()
