@@ -446,8 +446,9 @@ def predict_files_dask(
         Dask) changes nothing in them.
 
     Raises:
-        UserError: the scheduler cannot be reached, it has no worker, or a worker lacks
-            mlnnkit (or has other versions) or cannot load the model.
+        UserError: the scheduler cannot be reached, it has no worker, a worker lacks
+            mlnnkit (or has other versions) or cannot load the model, or the scheduler
+            is lost mid-run (outputs in progress removed, finished ones kept).
 
     Example:
         >>> from mlnnkit.predict_io import plan_jobs
