@@ -124,8 +124,7 @@ def main() -> int:
     import keras
 
     import mlnnkit  # noqa: F401 - the JAX backend
-    from mlnnkit.predict_dask import predict_files_dask
-    from mlnnkit.predict_io import plan_jobs, predict_files
+    from mlnnkit.predict import plan_jobs, predict_files, predict_files_dask
 
     root = Path(tempfile.mkdtemp(prefix="mlnnkit-dask-bench-"))
     scenes = make_scenes(root / "in", args.scenes, args.lines, args.pixels)
@@ -154,7 +153,7 @@ def main() -> int:
         print(f"| {label} | {dt:.2f} s | {rows / dt / 1e6:.2f} M rows/s | {'identical' if ok else 'DIFFERENT'}"
               f"{', temporary files left' if left else ''} |", flush=True)  # fmt: skip
 
-    from mlnnkit.predict_io import load_model_for_predict
+    from mlnnkit.models import load_model_for_predict
 
     net = load_model_for_predict(root / "net.keras")
     run("local, no Dask (`predict_files`)", lambda j: predict_files(net, j), "local")

@@ -1,4 +1,4 @@
-"""``mlnnkit predict --dask``: the work of :mod:`mlnnkit.predict_io` as Dask tasks.
+"""``mlnnkit predict --dask``: the work of :mod:`mlnnkit.predict` as Dask tasks.
 
 Every input file is cut into row ranges that are cheap to read on their own (whole lines
 of a scene, row groups of a Parquet file, blocks of a ``.npy`` map; a CSV file is one
@@ -22,8 +22,7 @@ are written by the client only, so a worker lost mid-run costs only the tasks it
 which Dask reruns elsewhere.
 
 Example:
-    >>> from mlnnkit.predict_dask import predict_files_dask
-    >>> from mlnnkit.predict_io import plan_jobs
+    >>> from mlnnkit.predict import plan_jobs, predict_files_dask
     >>> jobs = plan_jobs(["scenes/*.nc"], "outdir/")  # doctest: +SKIP
     >>> results = predict_files_dask("net.keras", jobs, address="tcp://10.0.0.5:8786")  # doctest: +SKIP
 """
@@ -48,18 +47,16 @@ import numpy as np
 
 from mlnnkit import _atomic
 from mlnnkit.errors import UserError
-from mlnnkit.predict_io import (
-    FileResult,
-    Source,
-    error_text,
-    model_io_sizes,
-    open_sink,
-    open_source,
-    prepare,
-)
+from mlnnkit.models import model_io_sizes
+from mlnnkit.predict._base import Source
+from mlnnkit.predict._files import FileResult, error_text, prepare
+from mlnnkit.predict._kinds import open_sink, open_source
 
 # Seconds to wait for a scheduler (and for its first worker) before giving up.
 DEFAULT_TIMEOUT = 10.0
+
+# A client in these states has lost its scheduler (and every task it knew).
+_LOST = ("connecting", "closing", "closed")
 
 
 # --------------------------------------------------------------- the model on workers
@@ -141,7 +138,7 @@ def _where() -> str:
 
 
 def _load_ref(ref: ModelRef):
-    from mlnnkit.predict_io import load_model_for_predict
+    from mlnnkit.models import load_model_for_predict
 
     if ref.path is not None:
         path = Path(ref.path)
@@ -207,7 +204,7 @@ def _hold(ref: ModelRef) -> ModelRef:
 
 def _warm(ref: ModelRef, chunk_rows: int | None) -> str:
     """First task on each worker: load and compile the model there (errors name it)."""
-    from mlnnkit.predict import forward_for
+    from mlnnkit.predict._forward import forward_for
 
     forward_for(worker_model(ref), chunk_rows)
     return _where()
@@ -226,7 +223,7 @@ def _read_predict(ref: ModelRef, path: str, n_inputs: int, columns: list[str], s
 
 def _predict_rows(ref: ModelRef, x: np.ndarray, chunk_rows: int | None) -> np.ndarray:
     """A task: predict the rows ``x`` (read and sent by the client)."""
-    from mlnnkit.predict import predict_array
+    from mlnnkit.predict._forward import predict_array
 
     y = predict_array(worker_model(ref), x, chunk_rows, workers=1)
     return y.reshape(len(y), -1)
@@ -419,12 +416,12 @@ def predict_files_dask(
     on_done: Callable[[FileResult], None] | None = None,
 ) -> list[FileResult]:
     """Predict every ``(input, output)`` job as Dask tasks; same results as
-    :func:`mlnnkit.predict_io.predict_files`, file for file and bit for bit.
+    :func:`mlnnkit.predict.predict_files`, file for file and bit for bit.
 
     Args:
         model: the path of a saved model (``.keras``, ``.h5``: what travels to the
             workers is that file) or a built ``keras.Model`` (saved to ``.keras`` bytes).
-        jobs: ``(input, output)`` pairs, e.g. from :func:`mlnnkit.predict_io.plan_jobs`.
+        jobs: ``(input, output)`` pairs, e.g. from :func:`mlnnkit.predict.plan_jobs`.
         address: the cluster (see :func:`dask_client`); default None, local threads.
         shared_storage: True: every worker reads the model file and the inputs itself, at
             the client's (absolute) paths (one machine, or a file system every worker
@@ -434,12 +431,12 @@ def predict_files_dask(
             False on a cluster.
         timeout: seconds to wait for the scheduler and for its first worker (default 10).
         inputs, outputs, chunk_rows, block_rows, progress, on_open, on_done: as for
-            :func:`mlnnkit.predict_io.predict_files` (``block_rows`` is also the rows
+            :func:`mlnnkit.predict.predict_files` (``block_rows`` is also the rows
             per task; default about 32 MB of data).
         tasks_per_thread: tasks in flight per worker thread (default 2; bounds memory).
 
     Returns:
-        one :class:`~mlnnkit.predict_io.FileResult` per job, in the jobs' order; a file
+        one :class:`~mlnnkit.predict.FileResult` per job, in the jobs' order; a file
         that failed (unreadable, no rows, a task that failed) has ``error`` set and no
         output file. Outputs are written by the client, each under a temporary name
         renamed when complete, so a worker lost mid-run (its tasks are rerun elsewhere by
@@ -451,7 +448,7 @@ def predict_files_dask(
             is lost mid-run (outputs in progress removed, finished ones kept).
 
     Example:
-        >>> from mlnnkit.predict_io import plan_jobs
+        >>> from mlnnkit.predict import plan_jobs
         >>> jobs = plan_jobs(["scenes/*.nc"], "out/")  # doctest: +SKIP
         >>> results = predict_files_dask("net.keras", jobs, address="tcp://10.0.0.5:8786")  # doctest: +SKIP
         >>> [r.error for r in results if r.error]  # doctest: +SKIP
@@ -459,8 +456,8 @@ def predict_files_dask(
     """
     from distributed import as_completed
 
-    from mlnnkit.predict import compute_dtype
-    from mlnnkit.predict_io import load_model_for_predict
+    from mlnnkit.models import load_model_for_predict
+    from mlnnkit.predict._forward import compute_dtype
 
     if tasks_per_thread < 1:
         raise UserError(f"tasks_per_thread must be >= 1, not {tasks_per_thread}")
@@ -565,7 +562,7 @@ def predict_files_dask(
 
             def check_connected() -> None:
                 """A lost scheduler fails the run (not each file in turn)."""
-                if str(getattr(client.status, "value", client.status)) in ("connecting", "closing", "closed"):
+                if str(getattr(client.status, "value", client.status)) in _LOST:
                     done = sum(1 for r in results.values() if r.error is None)
                     raise UserError(
                         f"lost the connection to the Dask scheduler at {scheduler} mid-run; "
