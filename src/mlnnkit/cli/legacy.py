@@ -84,6 +84,14 @@ Tolerance = Annotated[
         "--tolerance", help="Largest error allowed, as a fraction of each output's range."
     ),
 ]
+AllowLarge = Annotated[
+    bool,
+    typer.Option(
+        "--allow-large-weights",
+        help="Accept weights or biases beyond 1e4 and range limits beyond 1e12 in magnitude "
+        "(refused by default: no trained network holds them, a damaged file does).",
+    ),
+]
 Format = Annotated[str, typer.Option("--format", help=f"auto|{_FORMATS}.")]
 NetFile = Annotated[Path, typer.Argument(help="Network file: OC-SMART .h5, ffbp .net or raw HDF5.")]
 ModelFile = Annotated[Path, typer.Argument(help="Keras model (.keras or .h5).")]
@@ -133,6 +141,7 @@ def inspect(
     norm_in: NormIn = None,
     norm_out: NormOut = None,
     scale_range: ScaleRange = None,
+    allow_large_weights: AllowLarge = False,
 ) -> None:
     """Show a network file: format, planes, activations, parameters, inputs and outputs.
 
@@ -141,7 +150,7 @@ def inspect(
     from mlnnkit import legacy
 
     opts = _read_options(weights, biases, activations, transpose, norm_in, norm_out, scale_range)
-    spec = legacy.read(file, _format(format), **opts)
+    spec = legacy.read(file, _format(format), allow_large_weights=allow_large_weights, **opts)
     typer.echo(f"file:        {file}")
     typer.echo(spec.describe())
 
@@ -176,6 +185,7 @@ def import_(
     norm_in: NormIn = None,
     norm_out: NormOut = None,
     scale_range: ScaleRange = None,
+    allow_large_weights: AllowLarge = False,
 ) -> None:
     """Import a legacy network as a Keras model, verified against the file's own math.
 
@@ -193,10 +203,15 @@ def import_(
             "format use `mlnnkit export`"
         )
     opts = _read_options(weights, biases, activations, transpose, norm_in, norm_out, scale_range)
-    spec = legacy.read(file, _format(format), **opts)
+    spec = legacy.read(file, _format(format), allow_large_weights=allow_large_weights, **opts)
     typer.echo(f"read {spec.source_format} network {file}: {spec.summary()}")
     auto = dtype is None and sigmoid != "snap"
     dtype = dtype or ("float64" if sigmoid == "snap" else "float32")
+    from mlnnkit.legacy._keras import fits_float32
+
+    if auto and not fits_float32(spec):
+        typer.echo("note: the network holds values beyond float32's range; importing in float64")
+        auto, dtype = False, "float64"
     model = legacy.to_keras(spec, dtype, sigmoid=sigmoid, name=file.stem)
     result = legacy.verify(model, spec, samples=samples, tolerance=tolerance)
     if auto and not result.passed:
@@ -241,6 +256,7 @@ def verify(
     norm_in: NormIn = None,
     norm_out: NormOut = None,
     scale_range: ScaleRange = None,
+    allow_large_weights: AllowLarge = False,
 ) -> None:
     """Check that a Keras model computes what a legacy network file computes.
 
@@ -256,7 +272,8 @@ def verify(
     m = load_model(model, compile=False)
     opts = _read_options(weights, biases, activations, transpose, norm_in, norm_out, scale_range)
     result = legacy.verify(
-        m, file, samples=samples, tolerance=tolerance, seed=seed, format=_format(format), **opts
+        m, file, samples=samples, tolerance=tolerance, seed=seed, format=_format(format),
+        allow_large_weights=allow_large_weights, **opts,
     )
     _report(result, full_table=True)
     if not result.passed:
@@ -306,7 +323,7 @@ def export(
         "norm_out": norm_out,
     }
     result = legacy.save(m, out, fmt, samples=samples, tolerance=tolerance, **opts)
-    spec = legacy.read(out, fmt)
+    spec = legacy.read(out, fmt, allow_large_weights=True)  # the model's own values
     typer.echo(f"wrote {fmt} file {out}: {spec.summary()}")
     typer.echo(f"check: {result.describe()}")
     typer.echo(result.summary())

@@ -270,7 +270,7 @@ def verify(
     Returns a :class:`VerifyResult` with the per-output max absolute error and max error
     relative to the output's range; ``result.passed`` is ``max <= tolerance``. For a
     rawh5 file, the reading options the model was imported with are reused unless
-    given.
+    given; ``allow_large_weights`` (default False) is :func:`read`'s.
 
     Example:
         >>> r = verify(model, "PACE_Lrc_aaNN.H5")  # doctest: +SKIP
