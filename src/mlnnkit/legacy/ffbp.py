@@ -203,20 +203,21 @@ class _Lines:
             ) from None
         got = " ".join(line.split())
         if got != want:
-            what = "biases" if kind == "bias" else "weights"
-            k = want.split()[1]
-            shape = (
-                f"plane {k} has {want.split()[2]} neurons"
-                if kind == "bias"
-                else f"planes {k} and {int(k) + 1} have {want.split()[2]} and "
-                f"{want.split()[3]} neurons"
-            )
-            chain = ": the shapes do not chain" if kind == "wgt" and got.startswith("wgt") else ""
+            w, g = want.split(), got.split()
+            n = int(w[2]) * (int(w[3]) if kind == "wgt" else 1)
+            if g[:2] == w[:2] and kind == "bias":
+                what = f"{got!r} but #planes (line {sizes_line}) says plane {w[1]} has {w[2]} neurons"
+            elif g[:2] == w[:2]:
+                what = (
+                    f"{got!r} but #planes (line {sizes_line}) says planes {w[1]} and "
+                    f"{int(w[1]) + 1} have {w[2]} and {w[3]} neurons: the shapes do not chain"
+                )
+            else:
+                what = f"{got[:60]!r} where the file order puts '{want}'"
             self.fail(
-                f"{got[:60]!r} but #planes (line {sizes_line}) says {shape}{chain}; SNAP's "
-                f"reader skips this line unread and takes the next {what} in file order as "
-                f"'{want}' whatever the line says, so the file is refused rather than read "
-                "one way or the other"
+                f"{what}; SNAP's reader skips label lines unread and takes the next {n} values "
+                f"in file order as '{want}' whatever the label says, so the file is refused "
+                "rather than read one way or the other"
             )
         return self.i
 
