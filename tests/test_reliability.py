@@ -5,8 +5,9 @@ never a warning, never a file written.
 Mutations of the ffbp text: truncation, flipped bits (anywhere, or among the numbers),
 NaN/Inf/huge values, dropped, repeated and swapped lines, wrong counts (number of inputs
 or outputs, #planes sizes, block labels), junk lines. Of the OC-SMART HDF5: truncation,
-flipped bytes (anywhere, or inside a dataset's data), NaN/Inf/huge values, dropped
-datasets, wrong ``Layers``, arrays of the wrong shape.
+flipped bytes (anywhere, inside a dataset's data, or in the metadata), NaN/Inf/huge values, dropped
+datasets, wrong ``Layers``, arrays of the wrong shape; also of such a file with names in
+its attributes, as mlnnkit writes it.
 
 Library calls (``legacy.read``, then ``to_keras`` + ``verify`` on a few samples) keep
 it fast; a handful of CLI runs check the CLI's side of the contract (exit 2, one line on
@@ -27,6 +28,7 @@ import numpy as np
 import pytest
 
 from mlnnkit import legacy
+from mlnnkit.legacy import ocsmart
 from mlnnkit.errors import UserError
 
 SEED = 15
@@ -35,6 +37,7 @@ SEED = 15
 NETS = ["msi_complex_20200321_rw_rwnorm_27x7x27_28.0.net"]
 N_TEXT = 200  # per .net fixture
 N_H5 = 100
+N_H5_NAMED = 60  # an OC-SMART file as mlnnkit writes it: names in attributes too
 
 
 # ---- mutations --------------------------------------------------------------------
@@ -139,10 +142,11 @@ def _datasets(path: Path) -> dict[str, tuple[int, int]]:
 def mutate_h5(src: Path, dst: Path, rng: np.random.Generator, layout) -> str:
     shutil.copy(src, dst)
     kind = rng.choice(
-        ["truncate", "flip", "flip_data", "nonfinite", "huge", "drop", "layers", "shape"]
+        ["truncate", "flip", "flip_data", "flip_meta", "nonfinite", "huge", "drop", "layers",
+         "shape"]
     )
     names = sorted(layout)
-    if kind in ("truncate", "flip", "flip_data"):
+    if kind in ("truncate", "flip", "flip_data", "flip_meta"):
         b = bytearray(src.read_bytes())
         if kind == "truncate":
             cut = int(rng.integers(0, len(b)))
@@ -151,6 +155,13 @@ def mutate_h5(src: Path, dst: Path, rng: np.random.Generator, layout) -> str:
         if kind == "flip":
             where = sorted(int(i) for i in rng.integers(0, len(b), size=int(rng.integers(1, 9))))
             desc = f"flip bytes {where}"
+        elif kind == "flip_meta":  # headers, B-trees, heaps, attributes: not array data
+            data = np.zeros(len(b), bool)
+            for off, size in layout.values():
+                data[off : off + size] = True
+            meta = np.flatnonzero(~data)
+            where = sorted(int(i) for i in rng.choice(meta, size=int(rng.integers(1, 13))))
+            desc = f"flip metadata bytes {where}"
         else:
             name = str(rng.choice(names))
             off, size = layout[name]
@@ -244,9 +255,19 @@ def test_damaged_fixtures_import_and_verify_or_are_refused(fixtures_dir, tmp_pat
         path = folder / "damaged.h5"
         desc = mutate_h5(src, path, rng, layout)
         tally[("ocsmart", check_one(path, f"PACE case {n}: {desc}", capfd, verified))] += 1
+    spec = legacy.read(src)
+    spec.input_names = [f"input_{i}" for i in range(spec.n_inputs)]
+    spec.output_names = [f"output_{i}" for i in range(spec.n_outputs)]
+    named = tmp_path / "named.h5"
+    ocsmart.write(spec, named)
+    layout = _datasets(named)
+    for n in range(N_H5_NAMED):
+        path = folder / "damaged.h5"
+        desc = mutate_h5(named, path, rng, layout)
+        tally[("ocsmart", check_one(path, f"named case {n}: {desc}", capfd, verified))] += 1
     seconds = time.perf_counter() - t0
     total = sum(tally.values())
-    assert total == len(NETS) * N_TEXT + N_H5
+    assert total == len(NETS) * N_TEXT + N_H5 + N_H5_NAMED
     # Both outcomes occur: the mutations are neither all harmless nor all fatal.
     for fmt in ("ffbp", "ocsmart"):
         assert tally[(fmt, "refused")] > 0 and tally[(fmt, "imported")] > 0, tally

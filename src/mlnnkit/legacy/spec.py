@@ -391,6 +391,13 @@ def _check_scaling(
             )
         if lo > hi:
             fail(f"{where(kind, i)}: {side} {i + 1}{name} has min {lo} > max {hi}")
+        with np.errstate(over="ignore"):
+            wide = not np.isfinite(hi - lo)
+        if wide:
+            fail(
+                f"{where(kind, i)}: {side} {i + 1}{name} has the range [{lo:.3g}, {hi:.3g}], "
+                "whose width is beyond float64: its scaling cannot be computed"
+            )
     lo, hi = s.target
     if not (np.isfinite(lo) and np.isfinite(hi)) or lo >= hi:
         fail(f"{where(kind, None)}: scaling interval {s.target} must have lo < hi")
