@@ -639,7 +639,7 @@ def to_onnx(
         model: a ``keras.Model``, a saved model (``.keras``/``.h5``), or a legacy network
             file (OC-SMART ``.h5``, ffbp ``.net``), which is imported first as ``mlnnkit
             import`` does (float32 when that passes verify, else float64).
-        path: the ``.onnx`` file to write (atomically).
+        path: the file to write (atomically; ``.onnx`` by convention).
         reference: the float64 yardstick besides the model: None (default) uses the
             legacy file when ``model`` is one, else the network an imported model holds
             (:func:`mlnnkit.legacy.from_keras`); a legacy file path or
@@ -685,8 +685,6 @@ def to_onnx(
     if tolerance is not None and not tolerance > 0:
         raise UserError(f"tolerance must be > 0, not {tolerance}")
     path = Path(path)
-    if path.suffix.lower() != ".onnx":
-        raise UserError(f"{path}: an ONNX file is written with the suffix .onnx")
     if path.is_dir():
         raise UserError(f"{path}: is a folder; give the .onnx file to write")
     m, spec, src = _load(model, samples)
