@@ -238,3 +238,45 @@ def test_refusal_without_the_extra(tmp_path, missing):
         assert missing in lines[0] and 'pip install "mlnnkit[onnx]"' in lines[0]
         assert "Traceback" not in p.stderr
     assert sorted(q.name for q in tmp_path.iterdir()) == ["net.h5"]
+
+
+@needs_onnx
+def test_keras_ops_transforms_become_onnx_ops_nan_kept(tmp_path):
+    """The ops the physical-units layers are made of (log10/ln under where, cos of degrees,
+    10**x, exp) export to ONNX ops, and a non-positive value under a log gives NaN in the
+    file as in the model (never -inf, never an error)."""
+    import onnx
+
+    import mlnnkit  # noqa: F401
+    from mlnnkit.export import to_onnx
+
+    class Physical(keras.layers.Layer):
+        def call(self, x):
+            ops = keras.ops
+            pos = x[:, 1:] > 0
+            logs = ops.where(pos, ops.log(ops.where(pos, x[:, 1:], 1.0)) / np.log(10.0), np.nan)
+            return ops.concatenate([ops.cos(x[:, :1] * (np.pi / 180.0)), logs], axis=1)
+
+    class Back(keras.layers.Layer):
+        def call(self, y):
+            return keras.ops.concatenate(
+                # 10**y as exp(y ln 10): keras.ops.power(10.0, y) does not trace with a
+                # symbolic row count under jax2onnx (Keras 3.15: '_DimExpr' object cannot
+                # be interpreted as an integer)
+                [keras.ops.exp(y[:, :1] * np.log(10.0)), keras.ops.exp(y[:, 1:])], axis=1
+            )
+
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((3,), name="inputs")
+    h = keras.layers.Dense(6, activation="tanh")(Physical()(inp))
+    model = keras.Model(inp, Back()(keras.layers.Dense(2)(h)))
+    result = to_onnx(model, tmp_path / "phys.onnx", samples=200)
+    assert result.passed
+    kinds = {n.op_type for n in onnx.load(str(tmp_path / "phys.onnx")).graph.node}
+    assert {"Log", "Cos", "Where", "Exp"} <= kinds
+    x = np.array([[30.0, 0.5, 2.0], [60.0, -1.0, 3.0], [0.0, 0.0, 1.0], [45.0, 1e-3, 1e3]],
+                 np.float32)  # fmt: skip
+    (y,) = _run(tmp_path / "phys.onnx", x)
+    want = np.asarray(model(x))
+    assert np.isnan(y[1]).all() and np.isnan(y[2]).all()  # log of -1 and of 0: NaN rows
+    np.testing.assert_allclose(y[[0, 3]], want[[0, 3]], rtol=1e-5)
