@@ -285,16 +285,33 @@ def verify(
 
 @app.command()
 def export(
-    model: Annotated[Path, typer.Argument(help="Keras model (.keras or .h5) of Dense layers.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Legacy network file to write.")],
+    model: Annotated[
+        Path,
+        typer.Argument(
+            help="Keras model (.keras or .h5) of Dense layers; for ONNX any model, or a "
+            "legacy network file."
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Legacy network file or .onnx file to write.")
+    ],
     format: Annotated[
         str | None,
         typer.Option(
-            "--format", help=f"{_FORMATS} (default: the format the model was imported from)."
+            "--format",
+            help=f"{_FORMATS}|onnx (default: onnx for a .onnx file, else the format the "
+            "model was imported from).",
         ),
     ] = None,
     samples: Samples = 10_000,
-    tolerance: Tolerance = 1e-5,
+    tolerance: Annotated[
+        float | None,
+        typer.Option(
+            "--tolerance",
+            help="Largest error allowed, as a fraction of each output's range (default "
+            "1e-5; 1e-12 for the ONNX file of a float64 model).",
+        ),
+    ] = None,
     weights: Weights = None,
     biases: Biases = None,
     transpose: Transpose = None,
@@ -306,11 +323,25 @@ def export(
     The model may be imported, fine-tuned, or built from compatible Dense layers. The
     written file is read back and verified against the model; if anything fails, no file
     is left behind.
+
+    With `-o NET.onnx` (or `--format onnx`) the model is written as ONNX instead, checked
+    with onnxruntime against the model and, for an imported network, against the float64
+    reference of its legacy file (needs `pip install "mlnnkit[onnx]"`); see docs/onnx.md.
     """
     from mlnnkit import legacy
     from mlnnkit.errors import UserError
     from mlnnkit.models import load_model
 
+    if (format or "").lower() == "onnx" or (format is None and out.suffix.lower() == ".onnx"):
+        from mlnnkit.export._cli import export_onnx
+
+        given = [o for o, v in (("--weights", weights), ("--biases", biases),
+                 ("--transpose", transpose), ("--norm-in", norm_in), ("--norm-out", norm_out))
+                 if v is not None]  # fmt: skip
+        if given:
+            raise UserError(f"{', '.join(given)} apply to --format rawh5 only, not to ONNX")
+        return export_onnx(model, out, samples=samples, tolerance=tolerance, report=_report)
+    tolerance = 1e-5 if tolerance is None else tolerance
     m = load_model(model, compile=False)
     fmt = _format(format) or legacy.source_format(m)
     if fmt is None:
