@@ -89,3 +89,55 @@ def load_model(
                 compile_model(model, config.compile)
             return model
         raise UserError(f"{path}: cannot load model: {msg[:300]}") from None
+
+
+def _layer_names(layer, physical: bool) -> list[str] | None:
+    names = getattr(layer, "names", None)
+    if names is None and physical:
+        names = getattr(layer, "network_names", None)
+    return list(names) if names is not None else None
+
+
+def io_names(model: keras.Model) -> tuple[list[str] | None, list[str] | None]:
+    """The input and output variable names of a model mlnnkit made.
+
+    Physical names when the model has transform layers (:class:`~mlnnkit.layers.InputTransform`
+    first, :class:`~mlnnkit.layers.OutputTransform` last), else the names the scaling layers
+    carry (the network's own variables), else None for the side nobody named.
+
+    Args:
+        model: a ``keras.Model`` (an imported network, physical or bare, or any model).
+
+    Returns:
+        ``(input_names, output_names)``, each a list of strings or None.
+
+    Example:
+        >>> import keras, mlnnkit
+        >>> from mlnnkit.layers import InputScaling, InputTransform
+        >>> x = keras.Input((2,))
+        >>> y = InputTransform(["cos_deg", "log10"], names=["solz", "Lrc_1"])(x)
+        >>> y = InputScaling([0.0, -3.0], [1.0, 0.0], names=["cos_solz", "log_Lrc_1"])(y)
+        >>> mlnnkit.io_names(keras.Model(x, keras.layers.Dense(1)(y)))
+        (['solz', 'Lrc_1'], None)
+    """
+    from mlnnkit.layers import InputScaling, InputTransform, OutputScaling, OutputTransform
+
+    layers = list(getattr(model, "layers", []))
+
+    def first(kind):
+        return next((layer for layer in layers if isinstance(layer, kind)), None)
+
+    def last(kind):
+        return next((layer for layer in reversed(layers) if isinstance(layer, kind)), None)
+
+    def pick(transform, scaling):
+        if transform is not None:
+            names = _layer_names(transform, physical=True)
+            if names is not None:
+                return names
+        return _layer_names(scaling, physical=False) if scaling is not None else None
+
+    return (
+        pick(first(InputTransform), first(InputScaling)),
+        pick(last(OutputTransform), last(OutputScaling)),
+    )
