@@ -121,7 +121,11 @@ def io_names(model: keras.Model) -> tuple[list[str] | None, list[str] | None]:
         (['solz', 'Lrc_1'], None)
     """
     from mlnnkit.layers import InputScaling, InputTransform, OutputScaling, OutputTransform
+    from mlnnkit.retrieval._chain import chain_info
 
+    info = chain_info(model)  # a chain records its own names (#12)
+    if info is not None:
+        return list(info["input_names"]), list(info["output_names"])
     layers = list(getattr(model, "layers", []))
 
     def first(kind):

@@ -140,10 +140,25 @@ def inspect(
     """
     from mlnnkit import legacy
 
+    if file.suffix.lower() == ".keras" and file.is_file() and _inspect_chain(file):
+        return
     opts = _read_options(weights, biases, activations, transpose, norm_in, norm_out, scale_range)
     spec = legacy.read(file, _format(format), **opts)
     typer.echo(f"file:        {file}")
     typer.echo(spec.describe())
+
+
+def _inspect_chain(file: Path) -> bool:
+    """Print a chain's steps (`mlnnkit chain`); False when the model is not a chain."""
+    from mlnnkit.models import load_model
+    from mlnnkit.retrieval import describe_chain, is_chain
+
+    model = load_model(file, compile=False)
+    if not is_chain(model):
+        return False
+    typer.echo(f"file:        {file}")
+    typer.echo(describe_chain(model))
+    return True
 
 
 @app.command("import")

@@ -55,7 +55,13 @@ def _as_model(m, what: str) -> tuple[keras.Model, str]:
     if isinstance(m, (str, Path)):
         from mlnnkit.models import load_model
 
-        return load_model(m, compile=False), str(m)
+        path = Path(m)
+        if path.is_file() and path.suffix.lower() != ".keras":
+            raise UserError(
+                f"{path}: a chain step is a .keras model; import a legacy network first "
+                f"(`mlnnkit import {path} --physical -o {path.stem}.keras`)"
+            )
+        return load_model(path, compile=False), str(path)
     if not isinstance(m, keras.Model):
         raise UserError(f"{what} must be a keras.Model or a .keras path, not {type(m).__name__}")
     return m, f"model {m.name!r}"

@@ -11,11 +11,16 @@ the flags are a few comparisons more in the one program. Bits (OR-ed over every 
 bit   name                     set when
 ====  =======================  ===========================================================
 1     ``input_out_of_range``   a network input outside its [min, max]
-2     ``output_out_of_range``  a network output outside its [min, max]
-4     ``output_at_limit``      a network output above ``max - margin`` or below ``min + margin``
+2     ``output_out_of_range``  a network output outside its [min, max] (*)
+4     ``output_at_limit``      a network output above ``max - margin`` or below ``min + margin`` (*)
 8     ``out_of_scope``         the chain's ``scope_error`` above its threshold
 16    ``invalid_input``        NaN or Inf in an input, or a non-positive value under a log
 ====  =======================  ===========================================================
+
+(*) The outputs of a chain's scope network are reconstructions of its inputs: the scope
+test judges them (bit 8), their ranges do not (as in C2RCC, whose ``Iop_OOR`` and
+``<iop>_at_max`` concern the IOP network, and OC-SMART); the scope network's inputs are
+tested like every network's (C2RCC's ``Rtosa_OOR``).
 
 Example:
     >>> import mlnnkit
@@ -97,8 +102,20 @@ def flags_model(model, limit_margin: float = DEFAULT_LIMIT_MARGIN):
     inputs = getattr(model, "inputs", None)
     if not inputs or len(inputs) != 1 or len(model.outputs) != 1:
         raise UserError("flags need a model with one input and one output tensor")
+    from mlnnkit.retrieval._chain import chain_info
+
+    # A scope network's outputs reconstruct its inputs: they are judged by the scope test
+    # (out_of_scope), not by their ranges (as in C2RCC and OC-SMART); its inputs are tested.
+    info = chain_info(model)
+    scope_prefix = f"{info['scope']['step']}__" if info and info["scope"] else None
     ins, in_ranges, outs, out_ranges, scopes, thresholds = [], [], [], [], [], []
     for layer in model.layers:
+        if (
+            scope_prefix
+            and isinstance(layer, OutputScaling)
+            and layer.name.startswith(scope_prefix)
+        ):
+            continue
         if isinstance(layer, InputScaling) and layer.minimum is not None:
             ins.append(layer.input)
             in_ranges.append([layer.minimum, layer.maximum])
