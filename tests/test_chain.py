@@ -90,7 +90,7 @@ def test_missing_chain_input_in_a_file_is_named(tmp_path, cli):
     b = phys_net(["r", "s"], ["t"], "b")
     path = tmp_path / "chain.keras"
     chain([a, b]).save(path)
-    pd.DataFrame({"p": [0.1], "q": [0.2], "x": [0.3]}).to_csv(tmp_path / "in.csv", index=False)
+    pd.DataFrame({"p": [0.1], "q": [0.2], "x": [0.3], "y": [0.4]}).to_csv(tmp_path / "in.csv", index=False)
     code, _, err = cli("predict", path, tmp_path / "in.csv", "-o", tmp_path / "out.csv")
     assert code == 2
     assert "s" in err and "not in the file" in err

@@ -167,7 +167,7 @@ def format_flag_counts(counts: dict[str, int], rows: int) -> list[str]:
 
     Example:
         >>> format_flag_counts({"out_of_scope": 5}, 100)
-        ['out_of_scope         5 of 100 rows (5.00%)']
+        ['out_of_scope          5 of 100 rows (5.00%)']
     """
     width = max(len(n) for n, _, _ in FLAG_BITS)
     out = []
