@@ -5,6 +5,12 @@ file (:mod:`mlnnkit.legacy.reference`) on the same inputs spread over the file's
 ranges, edges included, and reports per output the max absolute error and the max error
 relative to the output's range (``max - min`` from the file). For sigmoid networks it
 also measures how far SNAP's tabulated sigmoid is from the exact one on those inputs.
+
+A physical model (with ``InputTransform``/``OutputTransform``) is verified whole: the
+inputs drawn over the network's ranges are mapped to physical values (inverse input
+transforms), the reference is the file's math plus the same transforms in float64, and
+both outputs are mapped back through the inverse output transforms, so the error is
+still relative to each output's range in the network's own space.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import numpy as np
 
 from mlnnkit.errors import UserError, VerificationError
 from mlnnkit.legacy import reference
-from mlnnkit.legacy._keras import model_dtype, model_sigmoid
+from mlnnkit.legacy._keras import model_dtype, model_sigmoid, transform_layers
 from mlnnkit.legacy.spec import NetworkSpec
 
 DEFAULT_SAMPLES = 10_000
@@ -48,6 +54,7 @@ class VerifyResult:
     sigmoid: str
     source_format: str | None
     snap_difference: np.ndarray | None = None
+    physical: bool = False
 
     @property
     def max_rel_error(self) -> float:
@@ -80,6 +87,12 @@ class VerifyResult:
             f"{self.samples:,} samples over the input ranges (edges included): {self.dtype} "
             f"model vs float64 NumPy reference of the {what}"
             + (f" ({sig})" if uses_sigmoid else "")
+            + (
+                "; physical model: inputs mapped to physical units, the reference with the "
+                "same transforms, both outputs mapped back to the network's space"
+                if self.physical
+                else ""
+            )
             + f"; error relative to each output's range ({self.span_from})"
         )
 
@@ -165,11 +178,19 @@ def verify(
     else:
         lo, hi = -np.ones(spec.n_inputs), np.ones(spec.n_inputs)
     dtype = model_dtype(model)
-    x = reference.sample_inputs(lo, hi, samples, seed=seed).astype(dtype)
+    t_in, t_out = transform_layers(model)
+    x = reference.sample_inputs(lo, hi, samples, seed=seed)
+    if t_in is not None:  # network-space samples -> the physical values that give them
+        x = _columns(t_in.transforms, x, inverse=True)
+    x = x.astype(dtype)
     x64 = x.astype(np.float64)
+    if t_in is not None:
+        x64 = _columns(t_in.transforms, x64)
     sigmoid = model_sigmoid(model)
     ref = reference.forward(spec, x64, sigmoid)
     got = _evaluate(model, x)
+    if t_out is not None:  # physical outputs back to the network's space
+        got = _columns(t_out.transforms, got, inverse=True)
     with np.errstate(invalid="ignore"):
         err = np.abs(got - ref)
     abs_error = np.where(np.isnan(err).any(axis=0), np.inf, np.nanmax(err, axis=0))
@@ -183,8 +204,11 @@ def verify(
     if "sigmoid" in spec.activations:
         other = reference.forward(spec, x64, "snap" if sigmoid == "exact" else "exact")
         snap = np.max(np.abs(other - ref), axis=0) / span
+    names = spec.names_out()
+    if t_out is not None and t_out.network_names and not spec.output_names:
+        names = list(t_out.network_names)  # the network's (log10_Lrc_1), made by the recipe
     return VerifyResult(
-        names=spec.names_out(),
+        names=names,
         abs_error=abs_error,
         rel_error=abs_error / span,
         span=span,
@@ -195,4 +219,14 @@ def verify(
         sigmoid=sigmoid,
         source_format=spec.source_format,
         snap_difference=snap,
+        physical=t_in is not None or t_out is not None,
+    )
+
+
+def _columns(transforms, x: np.ndarray, *, inverse: bool = False) -> np.ndarray:
+    """Apply one transform per column (float64)."""
+    from mlnnkit.layers import transform_numpy
+
+    return np.stack(
+        [transform_numpy(t, x[:, j], inverse=inverse) for j, t in enumerate(transforms)], axis=1
     )

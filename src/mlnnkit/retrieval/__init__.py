@@ -1,16 +1,27 @@
-"""Retrievals the way processors run them: chains of networks and per-pixel quality flags.
+"""Retrievals as their processors run them: the transforms around a network (recipes),
+chains of networks and per-pixel quality flags.
+
+Recipes (#11):
+
+- :func:`resolve`: the :class:`Recipe` of a legacy network (OC-SMART family from the
+  file name, C2RCC ``log_X`` names, or ``--transforms`` given by the user);
+- :func:`ocsmart_family`, :data:`OCSMART_FAMILIES`, :func:`known_families`;
+- :func:`parse_transforms`, :func:`parse_names`: the option grammar;
+- :func:`physical_ranges`: a network's ranges in physical units.
+
+Chains and flags (#12; imported on first use, so this package does not import Keras):
 
 - :func:`chain`: several physical-unit models wired by variable name into one
   ``keras.Model`` (with an optional autoassociative scope test, ``scope_error``);
-  :func:`chain_info`, :func:`is_chain`, :func:`refuse_chain` read a chain back.
+  :func:`chain_info`, :func:`is_chain`, :func:`refuse_chain`, :func:`describe_chain`;
 - :func:`flags_model`: a model's outputs and its ``uint8`` quality flags in one compiled
   program (``mlnnkit.predict_array(model, x, flags=True)`` uses it); :data:`FLAG_BITS`,
-  :func:`flag_attrs` (CF attributes), :func:`flag_counts`.
-
-Names are imported lazily, so importing this package does not import Keras.
+  :func:`flag_attrs` (CF attributes), :func:`flag_counts`, :func:`format_flag_counts`.
 
 Example:
-    >>> from mlnnkit.retrieval import FLAG_BITS
+    >>> from mlnnkit.retrieval import ocsmart_family, FLAG_BITS
+    >>> ocsmart_family("OLCI_aphNN.h5")
+    'aphNN'
     >>> [name for name, mask, _ in FLAG_BITS][:2]
     ['input_out_of_range', 'output_out_of_range']
 """
@@ -18,6 +29,18 @@ Example:
 from __future__ import annotations
 
 import importlib
+
+from mlnnkit.retrieval._recipes import (
+    OCSMART_FAMILIES,
+    Family,
+    Recipe,
+    known_families,
+    ocsmart_family,
+    parse_names,
+    parse_transforms,
+    physical_ranges,
+    resolve,
+)
 
 _LAZY = {
     "chain": "_chain",
@@ -36,7 +59,18 @@ _LAZY = {
     "SCOPE_METRICS": "_layers",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "OCSMART_FAMILIES",
+    "Family",
+    "Recipe",
+    "known_families",
+    "ocsmart_family",
+    "parse_names",
+    "parse_transforms",
+    "physical_ranges",
+    "resolve",
+    *sorted(_LAZY),
+]
 
 
 def __getattr__(name: str):
