@@ -21,6 +21,10 @@ def _net_rows(lo, hi, n, rng, beyond=0.0):
     return lo + u * (hi - lo)
 
 
+def _nan_if_not_finite(a):
+    return np.where(np.isfinite(a), a, np.nan)
+
+
 def _match_rate(got, want):
     return float(np.mean(got == want))
 
@@ -59,9 +63,14 @@ def _ocsmart_scene(aann, models, rng):
     manifold), far from it (scaled), out of range, NaN, zero and negative reflectances."""
     lo, hi = aann.input_scaling.minimum, aann.input_scaling.maximum
     net = _net_rows(lo, hi, N, rng, beyond=0.03)
-    x = np.concatenate([np.degrees(np.arccos(np.clip(net[:, :3], -1, 1))), 10 ** net[:, 3:]], axis=1)
-    k = N // 3  # a third: spectra the aaNN reconstructs well (its own reconstructions)
-    x[:k, 3:110] = 10 ** forward(aann, net[:k])
+    net[:, :3] = _net_rows(lo[:3], hi[:3], N, rng) * 0.999  # cosines inside [-1, 1]
+    x = np.concatenate([np.degrees(np.arccos(net[:, :3])), 10 ** net[:, 3:]], axis=1)
+    x[::50, 0] = 80.0  # the sun lower than the training set's 75 degrees
+    k = 2 * N // 3  # two thirds: spectra near the aaNN's manifold (reconstructed three
+    for _ in range(3):  # times over), with noise growing to 20%
+        net[:k, 3:110] = forward(aann, net[:k])
+    noise = rng.normal(size=(k, 107)) * np.linspace(0, 0.2, k)[:, None]
+    x[:k, 3:110] = 10 ** net[:k, 3:110] * np.exp(noise)
     x[k : k + 100, 3:110] *= 5.0  # far from the training set
     x[k + 100 : k + 110, 0] = np.nan
     x[k + 110 : k + 120, 5] = 0.0
@@ -84,15 +93,22 @@ def test_ocsmart_chain_matches_ocsmart(ocsmart):
     with np.errstate(invalid="ignore", divide="ignore"):
         ang = np.cos(np.radians(xd[:, :3]))
         log_lrc = np.log10(xd[:, 3:110])
-        net_aa = np.concatenate([ang, log_lrc, np.log10(xd[:, 110:])], axis=1)
+        # a value that is not finite in the network's variables (log10 of 0 is -inf) is
+        # invalid: NaN, never out of range (and never a saturated tanh)
+        net_aa = _nan_if_not_finite(np.concatenate([ang, log_lrc, np.log10(xd[:, 110:])], axis=1))
         out_aa = forward(aann, net_aa)
         ratio = np.mean(np.abs(10**out_aa / xd[:, 3:110] - 1), axis=1)
-        net_rrs = np.concatenate([ang, log_lrc], axis=1)
+        net_rrs = _nan_if_not_finite(np.concatenate([ang, log_lrc], axis=1))
         out_rrs = forward(rrs, net_rrs)
         out_aph = forward(aph, out_rrs)
     valid = np.isfinite(net_aa).all(axis=1)
     assert (~valid).sum() == 40
-    np.testing.assert_allclose(y[valid, -1], ratio[valid], rtol=0, atol=1e-5)
+    # float32 arithmetic: 1e-5 absolute where the decision is made (ratio up to 1; the
+    # scene's wildest random spectra reach ratios of ~25, where float32 gives ~1e-6 relative)
+    near = valid & (ratio <= 1.0)
+    assert near.sum() > N // 2
+    np.testing.assert_allclose(y[near, -1], ratio[near], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(y[valid, -1], ratio[valid], rtol=2e-6, atol=1e-5)
     ref = np.concatenate([10**out_rrs, 10**out_aph], axis=1)
     np.testing.assert_allclose(y[valid, :-1], ref[valid], rtol=1e-5)
     assert np.isnan(y[~valid]).all()
@@ -113,14 +129,14 @@ def test_ocsmart_chain_matches_ocsmart(ocsmart):
     ohi = np.concatenate([rrs.output_scaling.maximum, aph.output_scaling.maximum])
     oor_out = ((outs < olo) | (outs > ohi)).any(1)
     at_lim = ((outs < olo + 0.02) | (outs > ohi - 0.02)).any(1)
-    want = (oor_in * 1 | oor_out * 2 | at_lim * 4 | (ratio > 0.07) * 8).astype(np.uint8)
-    want[~valid] = 16
+    want = (oor_in * 1 | oor_out * 2 | at_lim * 4 | (ratio > 0.07) * 8 | ~valid * 16)
+    want = want.astype(np.uint8)  # an invalid row keeps the bits its finite values set
     assert _match_rate((flags & 8)[valid] > 0, ratio[valid] > 0.07) >= 0.999
     assert _match_rate(flags, want) >= 0.999
     # the scene has every case
     for bit in (1, 2, 4, 8, 16):
         assert (flags & bit).any()
-    assert not (flags[: N // 3] & 8).all()  # reconstructed spectra are in scope
+    assert 0.1 < np.mean((flags[: 2 * N // 3] & 8) > 0) < 0.9  # both answers near the manifold
 
 
 C2RCC_OOS_BANDS = ["rtosa_779", "rtosa_865", "rtosa_885", "rtosa_1020"]
@@ -145,8 +161,9 @@ def test_c2rcc_chain_matches_c2rcc_rules(fixtures_dir):
     rng = np.random.default_rng(3)
     net_a = _net_rows(aann.input_scaling.minimum, aann.input_scaling.maximum, N, rng, 0.03)
     net_i = _net_rows(iop.input_scaling.minimum, iop.input_scaling.maximum, N, rng, 0.03)
-    k = N // 2  # half: rtosa spectra on the aann's manifold (its own reconstruction)
-    net_a[:k, 7:] = forward(aann, net_a[:k])
+    k = N // 2  # half: rtosa spectra on the aann's manifold (reconstructed over and over)
+    for _ in range(8):
+        net_a[:k, 7:] = forward(aann, net_a[:k])
     phys = {}
     for names_, net, spec in ((ain, net_a, aann), (iin, net_i, iop)):
         for j, (n, nn) in enumerate(zip(names_, spec.input_names)):
@@ -166,7 +183,7 @@ def test_c2rcc_chain_matches_c2rcc_rules(fixtures_dir):
             return np.stack([np.log(c) if nn.startswith("log_") else c
                              for c, nn in zip(cols, spec.input_names)], axis=1)  # fmt: skip
 
-    a_in, i_in = net_in(aann, ain), net_in(iop, iin)
+    a_in, i_in = _nan_if_not_finite(net_in(aann, ain)), _nan_if_not_finite(net_in(iop, iin))
     a_out, i_out = forward(aann, a_in), forward(iop, i_in)
     valid = np.isfinite(a_in).all(1) & np.isfinite(i_in).all(1)
     assert (~valid).sum() == 20
@@ -175,8 +192,11 @@ def test_c2rcc_chain_matches_c2rcc_rules(fixtures_dir):
     assert cols == [12, 13, 14, 15]  # outputs 13-16
     rtosa = np.stack([xd[:, names.index(b)] for b in C2RCC_OOS_BANDS], axis=1)
     oos_err = np.sum(np.abs(rtosa - np.exp(a_out[:, cols])), axis=1)
-    np.testing.assert_allclose(y[valid, -1], oos_err[valid], rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(y[valid, :5], np.exp(i_out[valid]), rtol=1e-5)
+    np.testing.assert_allclose(y[valid, -1], oos_err[valid], rtol=1e-4, atol=1e-5)
+    # against float64: verify's tolerance, 1e-5 of each output's range in the network's
+    # (log) space (float32 cannot do 1e-5 relative on this network's ~13-wide log ranges)
+    span = iop.output_scaling.maximum - iop.output_scaling.minimum
+    assert (np.abs(np.log(y[valid, :5]) - i_out[valid]) <= 1e-5 * span).all()
     one = mlnnkit.predict_array(m_iop, x[:, [names.index(n) for n in iin]])
     np.testing.assert_allclose(y[valid, :5], one[valid], rtol=1e-5)
 
@@ -187,9 +207,8 @@ def test_c2rcc_chain_matches_c2rcc_rules(fixtures_dir):
     at_limit = ((i_out > s_o.maximum - 0.02) | (i_out < s_o.minimum + 0.02)).any(1)
     rtosa_oos = oos_err > 0.01
     want = (
-        (rtosa_oor | rhow_oor) * 1 | iop_oor * 2 | at_limit * 4 | rtosa_oos * 8
+        (rtosa_oor | rhow_oor) * 1 | iop_oor * 2 | at_limit * 4 | rtosa_oos * 8 | ~valid * 16
     ).astype(np.uint8)
-    want[~valid] = 16
     assert _match_rate(flags, want) >= 0.999
     assert 0.05 < np.mean((flags[valid] & 8) > 0) < 0.95  # both sides of the scope test
     for bit in (1, 8, 16):
