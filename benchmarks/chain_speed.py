@@ -14,10 +14,12 @@ rrsNN 110-150-150-107 and IOP nets 107-100-100-107 (the real files' hidden sizes
 public here; these are of the same order as the aaNN's 111-111-57-111-107). They are
 written as OC-SMART HDF5 files with the families' file names and imported like real ones.
 
-OC-SMART's way, in float64 NumPy, block by block: ``cos(radians)``/``log10`` of the
-inputs, ``mapminmax``, ``tanh(W @ a + b)`` per layer, the reverse ``mapminmax``, ``10**``;
-the aaNN's ``ratio = mean_k |Lrc'_k / Lrc_k - 1|``; then the Rrs network and the three IOP
-networks on its Rrs. mlnnkit's way: ``mlnnkit.predict_array(chain, x, flags=True)`` (the
+OC-SMART's way, in float64 NumPy, block by block, with the steps of OC-SMART's
+``src/mlnn.py`` (written here from its description, not copied): per network, an input
+array of ``cos(deg2rad(angle))`` and ``log10`` values, normalised column by column,
+``tanh(W @ a + b)`` on the (features x pixels) transpose, the linear last layer,
+denormalised column by column, ``10**``; the aaNN's ``ratio = mean_k |Lrc'_k / Lrc_k -
+1|``; then the Rrs network and the three IOP networks on ``log10`` of its Rrs. mlnnkit's way: ``mlnnkit.predict_array(chain, x, flags=True)`` (the
 five networks, ``scope_error`` and the flags in one compiled program). Both run on the
 same blocks of ``--block`` rows (memory stays bounded: 2,000,000 rows x 429 outputs
 would be 7 GB in float64), alternating, so load from other processes hits both alike.
@@ -102,30 +104,48 @@ def physical_model(path):
 # --------------------------------------------------------------- OC-SMART's way
 
 
-def np_net(spec, x):
-    """One OC-SMART network in float64 NumPy: mapminmax, tanh layers, reverse mapminmax."""
+def np_net(spec, net_in):
+    """One network the way OC-SMART's ``mlnn.py`` evaluates it, in float64: inputs
+    normalised column by column (``2 * (x - min) / (max - min) - 1``), layers as
+    ``tanh(W @ a + b)`` on the (features x pixels) transpose, the linear last layer,
+    outputs denormalised column by column. ``net_in`` is modified in place."""
     s_in, s_out = spec.input_scaling, spec.output_scaling
-    a = (x - s_in.minimum) * (2.0 / (s_in.maximum - s_in.minimum)) - 1.0
+    for i in range(net_in.shape[1]):
+        net_in[:, i] = 2 * (net_in[:, i] - s_in.minimum[i]) / (s_in.maximum[i] - s_in.minimum[i]) - 1
+    a = net_in.transpose()
     n = len(spec.weights)
     for k, (w, b) in enumerate(zip(spec.weights, spec.biases)):
-        a = a @ w.T + b
+        a = np.matmul(w, a) + b.reshape(-1, 1)
         if k < n - 1:
             a = np.tanh(a)
-    return (a + 1.0) * ((s_out.maximum - s_out.minimum) / 2.0) + s_out.minimum
+    out = a.transpose()
+    for i in range(out.shape[1]):
+        out[:, i] = (out[:, i] + 1) / 2 * (s_out.maximum[i] - s_out.minimum[i]) + s_out.minimum[i]
+    return out
 
 
 def ocsmart_way(specs, aann, x):
-    """OC-SMART's per-network computation of the chain on rows ``x`` (physical)."""
+    """OC-SMART's per-network computation of the chain on rows ``x`` (physical): each
+    network builds its own input array (cosines, log10), runs, and gives ``10**`` of its
+    outputs; the aaNN's ``ratio = mean |Lrc'/Lrc - 1|``; the IOP networks take log10 of
+    the Rrs network's outputs."""
     x = np.asarray(x, np.float64)
+    solz, senz, relaz, lrc, rh = x[:, 0], x[:, 1], x[:, 2], x[:, 3 : 3 + N_BANDS], x[:, -1]
     with np.errstate(invalid="ignore", divide="ignore"):
-        ang = np.cos(np.radians(x[:, :3]))
-        lrc = x[:, 3 : 3 + N_BANDS]
-        log_lrc = np.log10(lrc)
-        rec = 10.0 ** np_net(aann, np.concatenate([ang, log_lrc, np.log10(x[:, -1:])], axis=1))
-        ratio = np.mean(np.abs(rec / lrc - 1.0), axis=1)
-        rrs = 10.0 ** np_net(specs["PACE_Lrc_rrsNN.h5"], np.concatenate([ang, log_lrc], axis=1))
-        log_rrs = np.log10(rrs)
-        iops = [10.0 ** np_net(specs[f"PACE_{f}NN.h5"], log_rrs) for f in ("aph", "adg", "bbp")]
+
+        def geometry_and_lrc(n_in):
+            a = np.zeros((len(x), n_in))
+            a[:, 0], a[:, 1], a[:, 2] = (np.cos(np.deg2rad(v)) for v in (solz, senz, relaz))
+            a[:, 3 : 3 + N_BANDS] = np.log10(lrc)
+            return a
+
+        aa_in = geometry_and_lrc(3 + N_BANDS + 1)
+        aa_in[:, -1] = np.log10(rh)
+        rec = np.power(10, np_net(aann, aa_in))
+        ratio = np.mean(np.absolute(rec / lrc - 1), axis=1)
+        rrs = np.power(10, np_net(specs["PACE_Lrc_rrsNN.h5"], geometry_and_lrc(3 + N_BANDS)))
+        iops = [np.power(10, np_net(specs[f"PACE_{f}NN.h5"], np.log10(rrs)))
+                for f in ("aph", "adg", "bbp")]  # fmt: skip
     return np.concatenate([rrs, *iops, ratio[:, None]], axis=1)
 
 
