@@ -532,3 +532,64 @@ def test_verify_of_a_physical_model_catches_a_changed_network(tmp_path):
     dense.set_weights([k, b])
     r = legacy.verify(model, src, samples=300)
     assert not r.passed and 1e-6 < r.max_rel_error < 1e-2
+
+
+# --- predict with physical models: by name, NaN for what a transform cannot take ---------
+
+
+def test_predict_table_by_physical_names_and_nan_rows(cli, tmp_path):
+    import pandas as pd
+
+    src = tmp_path / "S2A_Lrc_rrsNN.h5"
+    data = write_family(src, 3, 4, 0, 4)
+    code, out, err = cli("import", src, "--physical", "-o", tmp_path / "m.keras", "--samples", "300")
+    assert code == 0, err
+    x = physical_inputs(data, 3, 60)
+    names = ["solz", "senz", "relaz", "Lrc_1", "Lrc_2", "Lrc_3", "Lrc_4"]
+    x[5, 4] = 0.0  # zero under log10
+    x[6, 6] = -1e-3  # negative reflectance
+    x[7, 0] = np.nan  # missing angle
+    x[8, 3] = np.inf
+    bad = [5, 6, 7, 8]
+    df = pd.DataFrame(x, columns=names)
+    df["flag"] = 1  # another column, and the physical columns in another order
+    df = df[["flag", *names[::-1]]]
+    df.to_parquet(tmp_path / "scene.parquet")
+    code, out, err = cli("predict", tmp_path / "m.keras", tmp_path / "scene.parquet",
+                         "-o", tmp_path / "out.parquet")  # fmt: skip
+    assert code == 0, err
+    assert "(4 with NaN input -> NaN)" in out
+    got = pd.read_parquet(tmp_path / "out.parquet")
+    assert list(got.columns) == ["Rrs_1", "Rrs_2", "Rrs_3", "Rrs_4"]
+    y = got.to_numpy(np.float64)
+    assert np.isnan(y[bad]).all()
+    good = np.setdiff1d(np.arange(60), bad)
+    assert np.isfinite(y[good]).all()
+    want = ocsmart_physical(data, 3, x[good].astype(np.float32).astype(np.float64))
+    assert np.max(np.abs(y[good] / want - 1)) < 1e-5
+
+
+def test_predict_scene_with_non_positive_pixels(cli, tmp_path):
+    import xarray as xr
+
+    path, ws, bs, rin, rout = _c2rcc_net(tmp_path)
+    code, out, err = cli("import", path, "--physical", "-o", tmp_path / "m.keras", "--samples", "300")
+    assert code == 0, err
+    rng = np.random.default_rng(5)
+    h, w = 6, 7
+    xn = rin[0] + rng.uniform(0, 1, (h * w, 5)) * (rin[1] - rin[0])
+    x = xn.copy()
+    x[:, 3:] = np.exp(xn[:, 3:])
+    x[3, 4] = 0.0  # rw_560 = 0: no logarithm
+    x[10, 3] = -0.01
+    names = ["sun_zenith", "view_zenith", "temperature", "rw_443", "rw_560"]
+    ds = xr.Dataset({n: (("y", "x"), x[:, i].reshape(h, w)) for i, n in enumerate(names)})
+    ds.to_netcdf(tmp_path / "g.nc")
+    code, out, err = cli("predict", tmp_path / "m.keras", tmp_path / "g.nc", "-o", tmp_path / "o.nc")
+    assert code == 0, err
+    with xr.open_dataset(tmp_path / "o.nc") as o:
+        y = np.stack([o[n].values.reshape(-1) for n in ("apig", "bpart", "x")], axis=1)
+    assert np.isnan(y[[3, 10]]).all()
+    keep = np.setdiff1d(np.arange(h * w), [3, 10])
+    want = c2rcc_physical(ws, bs, rin, rout, [3, 4], [0, 1], x[keep].astype(np.float32))
+    np.testing.assert_allclose(y[keep], want, rtol=2e-5, atol=1e-6)
