@@ -22,7 +22,8 @@ import numpy as np
 
 from mlnnkit.errors import UserError, VerificationError
 from mlnnkit.legacy import reference
-from mlnnkit.legacy._keras import model_dtype, model_sigmoid, transform_layers
+from mlnnkit.legacy._keras import model_dtype, model_sigmoid
+from mlnnkit.retrieval._physical import apply_columns, transform_layers
 from mlnnkit.legacy.spec import NetworkSpec
 
 DEFAULT_SAMPLES = 10_000
@@ -181,16 +182,16 @@ def verify(
     t_in, t_out = transform_layers(model)
     x = reference.sample_inputs(lo, hi, samples, seed=seed)
     if t_in is not None:  # network-space samples -> the physical values that give them
-        x = _columns(t_in.transforms, x, inverse=True)
+        x = apply_columns(t_in.transforms, x, inverse=True)
     x = x.astype(dtype)
     x64 = x.astype(np.float64)
     if t_in is not None:
-        x64 = _columns(t_in.transforms, x64)
+        x64 = apply_columns(t_in.transforms, x64)
     sigmoid = model_sigmoid(model)
     ref = reference.forward(spec, x64, sigmoid)
     got = _evaluate(model, x)
     if t_out is not None:  # physical outputs back to the network's space
-        got = _columns(t_out.transforms, got, inverse=True)
+        got = apply_columns(t_out.transforms, got, inverse=True)
     with np.errstate(invalid="ignore"):
         err = np.abs(got - ref)
     bad = np.isnan(err).any(axis=0)  # NaN (e.g. a physical output overflowing): a failure
@@ -223,11 +224,3 @@ def verify(
         physical=t_in is not None or t_out is not None,
     )
 
-
-def _columns(transforms, x: np.ndarray, *, inverse: bool = False) -> np.ndarray:
-    """Apply one transform per column (float64)."""
-    from mlnnkit.layers import transform_numpy
-
-    return np.stack(
-        [transform_numpy(t, x[:, j], inverse=inverse) for j, t in enumerate(transforms)], axis=1
-    )
