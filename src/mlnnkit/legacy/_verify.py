@@ -56,6 +56,30 @@ class VerifyResult:
     source_format: str | None
     snap_difference: np.ndarray | None = None
     physical: bool = False
+    physical_rel_error: np.ndarray | None = None
+    physical_names: list[str] | None = None
+
+    @property
+    def max_physical_rel_error(self) -> float | None:
+        """For a physical model with ``pow10``/``exp`` outputs: the largest
+        ``|model / reference - 1|`` of those outputs in physical units (what a user of
+        the concentrations sees); None otherwise. Not part of :attr:`passed`."""
+        r = self.physical_rel_error
+        if r is None or np.all(np.isnan(r)):
+            return None
+        return float(np.nanmax(r))
+
+    def physical_note(self) -> str | None:
+        """The statement about relative errors in physical units, for physical models."""
+        m = self.max_physical_rel_error
+        if m is None:
+            return None
+        i = int(np.nanargmax(self.physical_rel_error))
+        name = (self.physical_names or self.names)[i]
+        return (
+            f"physical units: max relative error {m:.2e} of the outputs after their "
+            f"pow10/exp (output {name})"
+        )
 
     @property
     def max_rel_error(self) -> float:
@@ -190,7 +214,14 @@ def verify(
     sigmoid = model_sigmoid(model)
     ref = reference.forward(spec, x64, sigmoid)
     got = _evaluate(model, x)
+    physical_rel = None
     if t_out is not None:  # physical outputs back to the network's space
+        ref_phys = apply_columns(t_out.transforms, ref)
+        with np.errstate(all="ignore"):
+            rel = np.abs(got / ref_phys - 1.0)
+        logs = np.array([t != "identity" for t in t_out.transforms])
+        rel = np.where(np.isfinite(rel), rel, np.inf)
+        physical_rel = np.where(logs, rel.max(axis=0), np.nan)
         got = apply_columns(t_out.transforms, got, inverse=True)
     with np.errstate(invalid="ignore"):
         err = np.abs(got - ref)
@@ -222,5 +253,7 @@ def verify(
         source_format=spec.source_format,
         snap_difference=snap,
         physical=t_in is not None or t_out is not None,
+        physical_rel_error=physical_rel,
+        physical_names=list(t_out.names) if t_out is not None and t_out.names else None,
     )
 
