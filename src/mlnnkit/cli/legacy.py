@@ -186,9 +186,9 @@ def _report(result, *, full_table: bool) -> None:
         failing = [rows[0]] + [r for r in rows[1:] if r.endswith("FAIL")]
         typer.echo("\n".join(failing[:21]))
     typer.echo(result.summary())
-    note = result.snap_note()
-    if note:
-        typer.echo(note)
+    for note in (result.physical_note(), result.snap_note()):
+        if note:
+            typer.echo(note)
 
 
 @app.command()
@@ -318,12 +318,19 @@ def import_(
     dtype = dtype or ("float64" if sigmoid == "snap" else "float32")
     model = legacy.to_keras(spec, dtype, sigmoid=sigmoid, name=file.stem, recipe=recipe)
     result = legacy.verify(model, spec, samples=samples, tolerance=tolerance)
-    if auto and not result.passed:
+    phys = result.max_physical_rel_error
+    if auto and (not result.passed or (phys is not None and phys > tolerance)):
         # Some networks are too ill-conditioned for float32 arithmetic: say so, use float64.
+        # A physical model also needs its exponentiated outputs within the tolerance,
+        # relative to their values (an error in log space is a relative error after exp).
+        what = (
+            f"{result.max_rel_error:.3g} of an output's range"
+            if not result.passed
+            else f"{phys:.3g} relative to its physical outputs (after pow10/exp)"
+        )
         typer.echo(
-            f"note: in float32 this network errs by {result.max_rel_error:.3g} of an output's "
-            f"range (> tolerance {tolerance:g}); importing it in float64 instead "
-            "(pass --dtype float32 to insist)"
+            f"note: in float32 this network errs by {what} (> tolerance {tolerance:g}); "
+            "importing it in float64 instead (pass --dtype float32 to insist)"
         )
         dtype = "float64"
         model = legacy.to_keras(spec, dtype, sigmoid=sigmoid, name=file.stem, recipe=recipe)

@@ -289,15 +289,3 @@ def model_dtype(model: keras.Model) -> str:
     dt = str(getattr(model.inputs[0], "dtype", "float32"))
     return "float64" if "float64" in dt else "float32"
 
-
-def transform_layers(model: keras.Model) -> tuple:
-    """``(InputTransform | None, OutputTransform | None)`` of a physical model."""
-    layers = _layers(model)
-    first = next((l for l in layers if isinstance(l, InputTransform)), None)
-    last = next((l for l in reversed(layers) if isinstance(l, OutputTransform)), None)
-    return first, last
-
-
-def is_physical(model: keras.Model) -> bool:
-    """True when the model takes or gives physical values (it has transform layers)."""
-    return any(layer is not None for layer in transform_layers(model))

@@ -22,7 +22,8 @@ import numpy as np
 
 from mlnnkit.errors import UserError, VerificationError
 from mlnnkit.legacy import reference
-from mlnnkit.legacy._keras import model_dtype, model_sigmoid, transform_layers
+from mlnnkit.legacy._keras import model_dtype, model_sigmoid
+from mlnnkit.retrieval._physical import apply_columns, transform_layers
 from mlnnkit.legacy.spec import NetworkSpec
 
 DEFAULT_SAMPLES = 10_000
@@ -55,6 +56,30 @@ class VerifyResult:
     source_format: str | None
     snap_difference: np.ndarray | None = None
     physical: bool = False
+    physical_rel_error: np.ndarray | None = None
+    physical_names: list[str] | None = None
+
+    @property
+    def max_physical_rel_error(self) -> float | None:
+        """For a physical model with ``pow10``/``exp`` outputs: the largest
+        ``|model / reference - 1|`` of those outputs in physical units (what a user of
+        the concentrations sees); None otherwise. Not part of :attr:`passed`."""
+        r = self.physical_rel_error
+        if r is None or np.all(np.isnan(r)):
+            return None
+        return float(np.nanmax(r))
+
+    def physical_note(self) -> str | None:
+        """The statement about relative errors in physical units, for physical models."""
+        m = self.max_physical_rel_error
+        if m is None:
+            return None
+        i = int(np.nanargmax(self.physical_rel_error))
+        name = (self.physical_names or self.names)[i]
+        return (
+            f"physical units: max relative error {m:.2e} of the outputs after their "
+            f"pow10/exp (output {name})"
+        )
 
     @property
     def max_rel_error(self) -> float:
@@ -181,19 +206,27 @@ def verify(
     t_in, t_out = transform_layers(model)
     x = reference.sample_inputs(lo, hi, samples, seed=seed)
     if t_in is not None:  # network-space samples -> the physical values that give them
-        x = _columns(t_in.transforms, x, inverse=True)
+        x = apply_columns(t_in.transforms, x, inverse=True)
     x = x.astype(dtype)
     x64 = x.astype(np.float64)
     if t_in is not None:
-        x64 = _columns(t_in.transforms, x64)
+        x64 = apply_columns(t_in.transforms, x64)
     sigmoid = model_sigmoid(model)
     ref = reference.forward(spec, x64, sigmoid)
     got = _evaluate(model, x)
+    physical_rel = None
     if t_out is not None:  # physical outputs back to the network's space
-        got = _columns(t_out.transforms, got, inverse=True)
+        ref_phys = apply_columns(t_out.transforms, ref)
+        with np.errstate(all="ignore"):
+            rel = np.abs(got / ref_phys - 1.0)
+        logs = np.array([t != "identity" for t in t_out.transforms])
+        rel = np.where(np.isfinite(rel), rel, np.inf)
+        physical_rel = np.where(logs, rel.max(axis=0), np.nan)
+        got = apply_columns(t_out.transforms, got, inverse=True)
     with np.errstate(invalid="ignore"):
         err = np.abs(got - ref)
-    abs_error = np.where(np.isnan(err).any(axis=0), np.inf, np.nanmax(err, axis=0))
+    bad = np.isnan(err).any(axis=0)  # NaN (e.g. a physical output overflowing): a failure
+    abs_error = np.where(bad, np.inf, np.max(np.where(np.isnan(err), 0.0, err), axis=0))
     span = spec.output_span()
     span_from = "max - min from the file"
     if span is None:
@@ -220,13 +253,7 @@ def verify(
         source_format=spec.source_format,
         snap_difference=snap,
         physical=t_in is not None or t_out is not None,
+        physical_rel_error=physical_rel,
+        physical_names=list(t_out.names) if t_out is not None and t_out.names else None,
     )
 
-
-def _columns(transforms, x: np.ndarray, *, inverse: bool = False) -> np.ndarray:
-    """Apply one transform per column (float64)."""
-    from mlnnkit.layers import transform_numpy
-
-    return np.stack(
-        [transform_numpy(t, x[:, j], inverse=inverse) for j, t in enumerate(transforms)], axis=1
-    )

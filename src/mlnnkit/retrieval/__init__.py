@@ -7,7 +7,10 @@ Recipes (#11):
   file name, C2RCC ``log_X`` names, or ``--transforms`` given by the user);
 - :func:`ocsmart_family`, :data:`OCSMART_FAMILIES`, :func:`known_families`;
 - :func:`parse_transforms`, :func:`parse_names`: the option grammar;
-- :func:`physical_ranges`: a network's ranges in physical units.
+- :func:`physical_ranges`: a network's ranges in physical units;
+- :func:`is_physical`, :func:`transform_layers`, :func:`network_model`,
+  :func:`inputs_to_network`, :func:`targets_to_network`: a physical model seen from the
+  network's side (imported on first use: they need Keras).
 
 Chains and flags (#12; imported on first use, so this package does not import Keras):
 
@@ -58,6 +61,16 @@ _LAZY = {
     "FLAG_BITS": "_layers",
     "SCOPE_METRICS": "_layers",
 }
+_PHYSICAL = (
+    "apply_columns",
+    "inputs_to_network",
+    "is_physical",
+    "network_model",
+    "targets_to_network",
+    "transform_layers",
+    "untransformable_rows",
+)
+_LAZY.update({name: "_physical" for name in _PHYSICAL})
 
 __all__ = [
     "OCSMART_FAMILIES",
