@@ -28,6 +28,7 @@ absolute difference of ``scope_error`` (OC-SMART's ratio) and the share of pixel
 out-of-scope decision (ratio > 0.07) agrees.
 
     PYTHONPATH=src python benchmarks/chain_speed.py [--rows 2000000] [--block 200000] [--json out.json]
+    PYTHONPATH=src python benchmarks/chain_speed.py --write-networks nets/   # the generated files
 """
 
 from __future__ import annotations
@@ -171,6 +172,9 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--block", type=int, default=200_000, help="rows per side-by-side block")
     ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument("--write-networks", type=Path, metavar="DIR",
+                    help="only write the generated OC-SMART files (PACE_Lrc_rrsNN.h5, "
+                    "PACE_aphNN.h5, ...) into DIR and stop")  # fmt: skip
     args = ap.parse_args()
     if not FIXTURE.is_file():
         print(f"{FIXTURE} not found (set MLNNKIT_SHARED)", file=sys.stderr)
@@ -182,6 +186,12 @@ def main() -> int:
 
     aann_spec = legacy.read(FIXTURE)
     specs = build_specs(aann_spec)
+    if args.write_networks:
+        args.write_networks.mkdir(parents=True, exist_ok=True)
+        for name, spec in specs.items():
+            legacy.write(spec, args.write_networks / name, format="ocsmart")
+            print(f"wrote {args.write_networks / name} ({'-'.join(map(str, spec.sizes))})")
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         steps = []
         for name, spec in specs.items():
