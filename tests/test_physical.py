@@ -593,3 +593,53 @@ def test_predict_scene_with_non_positive_pixels(cli, tmp_path):
     keep = np.setdiff1d(np.arange(h * w), [3, 10])
     want = c2rcc_physical(ws, bs, rin, rout, [3, 4], [0, 1], x[keep].astype(np.float32))
     np.testing.assert_allclose(y[keep], want, rtol=2e-5, atol=1e-6)
+
+
+# --- the real fixtures: physical import == the processor's own computation ----------------
+
+
+def test_fixtures_physical_match_the_processors_to_1e_5(cli, tmp_path, fixtures_dir):
+    import h5py
+
+    from mlnnkit.legacy import ffbp
+
+    rng = np.random.default_rng(11)
+    pace = fixtures_dir / "ocsmart" / "PACE_Lrc_aaNN.H5"
+    code, out, err = cli("import", pace, "--physical", "-o", tmp_path / "pace.keras",
+                         "--samples", "2000")  # fmt: skip
+    assert code == 0, err
+    model = keras.saving.load_model(tmp_path / "pace.keras")
+    ins, outs = mlnnkit.io_names(model)
+    assert ins[:4] == ["solz", "senz", "relaz", "Lrc_1"] and ins[-1] == "rh" and len(ins) == 111
+    assert outs == [f"Lrc_{k}" for k in range(1, 108)]
+    with h5py.File(pace) as f:
+        data = {k: f[k][()] for k in ("Layers", "Norm_in", "Norm_out")}
+        for k in range(1, 5):
+            data[f"Weights/Layer{k}"] = f[f"Weights/Layer{k}"][()]
+            data[f"Bias/Layer{k}"] = f[f"Bias/Layer{k}"][()]
+    x = physical_inputs(data, 3, 2000).astype("float32")
+    got = mlnnkit.predict_array(model, x)
+    want = ocsmart_physical(data, 3, x.astype(np.float64))
+    assert np.max(np.abs(got / want - 1)) < 1e-5
+
+    for net in sorted((fixtures_dir / "c2rcc").glob("*.net")):
+        spec = ffbp.read(net)
+        code, out, err = cli("import", net, "--physical", "-o", tmp_path / "c.keras",
+                             "--samples", "2000")  # fmt: skip
+        assert code == 0, err
+        model = keras.saving.load_model(tmp_path / "c.keras")
+        ins, outs = mlnnkit.io_names(model)
+        assert all(not n.startswith("log_") for n in ins + outs)
+        lo, hi = spec.input_scaling.minimum, spec.input_scaling.maximum
+        xn = lo + rng.uniform(0, 1, (2000, len(lo))) * (hi - lo)
+        log_in = [j for j, n in enumerate(spec.input_names) if n.startswith("log_")]
+        log_out = [j for j, n in enumerate(spec.output_names) if n.startswith("log_")]
+        x = xn.copy()
+        x[:, log_in] = np.exp(xn[:, log_in])
+        dt = model.inputs[0].dtype
+        x = x.astype(dt)
+        rin = (lo, hi)
+        rout = (spec.output_scaling.minimum, spec.output_scaling.maximum)
+        want = c2rcc_physical(spec.weights, spec.biases, rin, rout, log_in, log_out, x)
+        got = mlnnkit.predict_array(model, x)
+        assert np.max(np.abs(got / want - 1)) < 1e-5, net.name
