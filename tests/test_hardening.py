@@ -269,6 +269,20 @@ def test_transfer_takes_the_lock_first(tmp_path):
         _kill9(proc)
 
 
+def test_finetune_takes_the_lock_first(tmp_path):
+    from mlnnkit import finetune
+
+    proc, _ = _start(HOLDER, tmp_path / "f")
+    try:
+        with pytest.raises(UserError, match=f"is in use by process {proc.pid} "):
+            finetune.run(tmp_path / "no-model.keras", tmp_path / "no-data.csv", tmp_path / "f")
+    finally:
+        _kill9(proc)
+    # the holder is dead: the lock is free again (and the missing model is the problem now)
+    with pytest.raises(UserError, match="no-model.keras"):
+        finetune.run(tmp_path / "no-model.keras", tmp_path / "no-data.csv", tmp_path / "f")
+
+
 def test_the_lock_in_one_process(tmp_path):
     run = tmp_path / "r"
     with _rundir.lock(run, "finetune"):

@@ -18,7 +18,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from mlnnkit import _atomic
+from mlnnkit import _atomic, _rundir
 from mlnnkit.data.rows import split_rows
 from mlnnkit.data.tables import TableData, read_xy
 from mlnnkit.errors import UserError
@@ -330,6 +330,7 @@ def _best_epoch(history: dict[str, list[float]]) -> int | None:
 
 
 # --------------------------------------------------------------------------- the command
+@_rundir.one_writer("out_dir", command="finetune")  # one writer per run directory
 def run(
     model_path: str | Path,
     data_path: str | Path,
