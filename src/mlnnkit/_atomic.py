@@ -3,6 +3,10 @@
 A crash (or Ctrl-C, or ``kill``) in the middle of writing never leaves a half-written
 model, report or prediction file behind: either the old file, or nothing, or the new
 complete file is there.
+
+Every output folder and file of mlnnkit goes through this module, so an output that
+cannot be written (a folder that is a file, a file that is a folder, no permission) is one
+:class:`~mlnnkit.errors.UserError` naming the path, whichever command writes it.
 """
 
 from __future__ import annotations
@@ -13,26 +17,121 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from mlnnkit.errors import UserError
+
 
 def _tmp_name(path: Path) -> Path:
     # Keep the full suffix (".keras", ".weights.h5", ".nc"): writers pick the format from it.
     return path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
 
 
+def _why(e: OSError) -> str:
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    return e.strerror.lower() if e.strerror else str(e)
+
+
+def _file_in_the_way(path: Path) -> Path | None:
+    """The first ancestor of ``path`` (or ``path`` itself) that exists and is not a folder."""
+    for p in [*reversed(path.parents), path]:
+        if p.exists() and not p.is_dir():
+            return p
+    return None
+
+
+def make_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create the folder ``path`` (and its parents) if missing; a :class:`UserError`
+    naming ``path`` if it cannot be (a file is in the way, no permission).
+
+    Args:
+        path: the folder.
+        what: what the folder is, for the message (default ``"output folder"``).
+
+    Example:
+        >>> import tempfile
+        >>> d = make_dir(Path(tempfile.mkdtemp()) / "run" / "plots")
+        >>> d.is_dir()
+        True
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = _file_in_the_way(path) or path
+        where = "" if blocker == path else f" ({blocker} is a file)"
+        raise UserError(
+            f"cannot create {what} {path}: a file is in the way{where}; choose another path"
+        ) from None
+    except OSError as e:
+        raise UserError(f"cannot create {what} {path}: {_why(e)}") from None
+    return path
+
+
+def check_output_file(path: str | os.PathLike, what: str = "output") -> Path:
+    """Check, before any work, that the file ``path`` can be written: it is not an
+    existing folder, no file stands where a folder of its path must be, and its folder
+    (or the nearest existing ancestor, when the folder is still to be made) accepts new
+    files. Creates nothing. A :class:`UserError` naming ``path`` otherwise.
+
+    Args:
+        path: the output file.
+        what: what it is, for the message (default ``"output"``; e.g. ``"--out"``).
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> check_output_file(d / "model.keras") == d / "model.keras"
+        True
+        >>> check_output_file(d)
+        Traceback (most recent call last):
+        ...
+        mlnnkit.errors.UserError: output ... is an existing folder: give a file name (e.g. .../model.keras)
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(
+            f"{what} {path} is an existing folder: give a file name (e.g. {path / 'model.keras'})"
+        )
+    blocker = _file_in_the_way(path.parent) if str(path.parent) not in ("", ".") else None
+    if blocker is not None:
+        raise UserError(f"cannot write {what} {path}: {blocker} is a file, not a folder")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:  # a real write probe: os.access says yes to root even where writing fails
+        with open(folder / f".tmp-{uuid.uuid4().hex[:8]}-probe", "x") as fh:
+            probe = Path(fh.name)
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write {what} {path}: {folder}: {_why(e)}") from None
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it to ``path`` on success.
+
+    The folder of ``path`` is created if missing. A folder that cannot be created or
+    written, or a ``path`` that is an existing folder, is a :class:`UserError` naming
+    ``path`` (raised before the temporary file is written where it can be told then).
 
     Example:
         >>> with atomic_path("run/model.keras") as tmp:  # doctest: +SKIP
         ...     model.save(tmp)
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent)
+    if path.is_dir():
+        raise UserError(f"cannot write {path}: it is an existing folder")
     tmp = _tmp_name(path)
     try:
-        yield tmp
-        os.replace(tmp, path)
+        try:
+            yield tmp
+            os.replace(tmp, path)
+        except PermissionError:
+            raise UserError(f"cannot write {path}: {path.parent}: permission denied") from None
+        except IsADirectoryError:
+            raise UserError(f"cannot write {path}: it is an existing folder") from None
     finally:
         if tmp.exists():
             if tmp.is_dir():

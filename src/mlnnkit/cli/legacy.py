@@ -75,7 +75,8 @@ Samples = Annotated[
     int,
     typer.Option(
         "--samples",
-        help="Inputs to compare on, spread over the file's input ranges, edges included.",
+        help="Inputs to compare on, spread over the file's input ranges ([-1, 1] when it "
+        "has none), edges included.",
     ),
 ]
 Tolerance = Annotated[
@@ -136,12 +137,43 @@ def inspect(
 ) -> None:
     """Show a network file: format, planes, activations, parameters, inputs and outputs.
 
-    Inputs and outputs are listed with their names and ranges when the file has them.
+    Inputs and outputs are listed with their names and ranges when the file has them. A
+    Keras model (.keras, or a Keras .h5) of any architecture is described by its input
+    and output shapes, parameters and layers (and, if mlnnkit imported it from a legacy
+    file, that file's view too; if it sits in a run directory, the run's test metrics).
     """
     from mlnnkit import legacy
+    from mlnnkit.errors import UserError
 
     opts = _read_options(weights, biases, activations, transpose, norm_in, norm_out, scale_range)
-    spec = legacy.read(file, _format(format), **opts)
+    fmt = _format(format)
+    if fmt == "keras" or (fmt is None and legacy.detect_format(file) == "keras"):
+        from mlnnkit.describe import describe_model, describe_run_dir
+        from mlnnkit.models import load_model
+
+        if opts:
+            raise UserError(
+                f"options {', '.join(sorted(opts))} apply to --format rawh5 only; {file} is "
+                "a Keras model"
+            )
+        model = load_model(file, compile=False)
+        typer.echo(f"file:        {file}")
+        spec = None
+        if legacy.source_format(model) is not None:
+            try:
+                spec = legacy.from_keras(model)
+            except UserError:  # changed since its import (e.g. layers added): Keras view only
+                spec = None
+        if spec is not None:
+            typer.echo(spec.describe())
+            typer.echo(describe_model(model, summary=False, metadata=False))
+        else:
+            typer.echo(describe_model(model))
+        run = describe_run_dir(file)
+        if run:
+            typer.echo(run)
+        return
+    spec = legacy.read(file, fmt, **opts)
     typer.echo(f"file:        {file}")
     typer.echo(spec.describe())
 
@@ -183,10 +215,11 @@ def import_(
     independent float64 NumPy forward pass of the file (as `mlnnkit verify` does) and
     written only if it passes.
     """
-    from mlnnkit import legacy
+    from mlnnkit import _atomic, legacy
     from mlnnkit.errors import UserError, VerificationError
     from mlnnkit.train import save_model
 
+    _atomic.check_output_file(out, "--out")
     if not out.name.lower().endswith((".keras", ".h5")):
         raise UserError(
             f"--out {out}: write the Keras model as .keras (or .h5); to write a legacy "
@@ -195,6 +228,12 @@ def import_(
     opts = _read_options(weights, biases, activations, transpose, norm_in, norm_out, scale_range)
     spec = legacy.read(file, _format(format), **opts)
     typer.echo(f"read {spec.source_format} network {file}: {spec.summary()}")
+    if sigmoid == "snap" and "sigmoid" not in spec.activations:
+        raise UserError(
+            f"--sigmoid snap: {file} has no sigmoid layer (activations "
+            f"{', '.join(spec.activations)}); SNAP's table replaces sigmoid only: leave "
+            "--sigmoid out"
+        )
     auto = dtype is None and sigmoid != "snap"
     dtype = dtype or ("float64" if sigmoid == "snap" else "float32")
     model = legacy.to_keras(spec, dtype, sigmoid=sigmoid, name=file.stem)
@@ -232,7 +271,7 @@ def verify(
     file: Annotated[Path, typer.Argument(help="The legacy network file to compare with.")],
     samples: Samples = 10_000,
     tolerance: Tolerance = 1e-5,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the random inputs.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1, help="Seed of the random inputs.")] = 0,
     format: Format = "auto",
     weights: Weights = None,
     biases: Biases = None,
@@ -290,10 +329,11 @@ def export(
     written file is read back and verified against the model; if anything fails, no file
     is left behind.
     """
-    from mlnnkit import legacy
+    from mlnnkit import _atomic, legacy
     from mlnnkit.errors import UserError
     from mlnnkit.models import load_model
 
+    _atomic.check_output_file(out, "--out")
     m = load_model(model, compile=False)
     fmt = _format(format) or legacy.source_format(m)
     if fmt is None:

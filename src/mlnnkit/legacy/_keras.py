@@ -58,7 +58,8 @@ def to_keras(
             JAX's 64-bit mode.
         sigmoid: ``"exact"`` (default, what the network means) or ``"snap"``: sigmoid
             layers use SNAP's tabulated sigmoid (:func:`mlnnkit.layers.snap_sigmoid`) to
-            reproduce SNAP's outputs exactly.
+            reproduce SNAP's outputs exactly; refused for a network without a sigmoid
+            layer.
         name: the model's name.
 
     Example:
@@ -69,6 +70,11 @@ def to_keras(
     dtype = _check_dtype(dtype)
     if sigmoid not in ("exact", "snap"):
         raise UserError(f"sigmoid {sigmoid!r}: use exact or snap")
+    if sigmoid == "snap" and "sigmoid" not in spec.activations:
+        raise UserError(
+            f"sigmoid='snap' replaces sigmoid layers by SNAP's table, and this network has "
+            f"none (activations {', '.join(spec.activations)}): use sigmoid='exact'"
+        )
     if dtype == "float64":
         enable_float64()
     s_in, s_out = spec.input_scaling, spec.output_scaling

@@ -35,6 +35,8 @@ class VerifyResult:
             outputs when the file has no output ranges: ``span_from``).
         snap_difference: for sigmoid networks, max difference between SNAP's tabulated
             and the exact sigmoid per output, relative to the span; else None.
+        inputs_from: where the inputs were drawn (the file's input ranges, or [-1, 1]
+            when the file has none).
     """
 
     names: list[str]
@@ -48,6 +50,7 @@ class VerifyResult:
     sigmoid: str
     source_format: str | None
     snap_difference: np.ndarray | None = None
+    inputs_from: str = "the input ranges"
 
     @property
     def max_rel_error(self) -> float:
@@ -77,7 +80,7 @@ class VerifyResult:
         what = f"{self.source_format} math" if self.source_format else "the file's math"
         uses_sigmoid = self.snap_difference is not None
         return (
-            f"{self.samples:,} samples over the input ranges (edges included): {self.dtype} "
+            f"{self.samples:,} samples over {self.inputs_from} (edges included): {self.dtype} "
             f"model vs float64 NumPy reference of the {what}"
             + (f" ({sig})" if uses_sigmoid else "")
             + f"; error relative to each output's range ({self.span_from})"
@@ -162,8 +165,10 @@ def verify(
         )
     if spec.input_scaling is not None:
         lo, hi = spec.input_scaling.minimum, spec.input_scaling.maximum
+        inputs_from = "the input ranges"
     else:
         lo, hi = -np.ones(spec.n_inputs), np.ones(spec.n_inputs)
+        inputs_from = "[-1, 1] per input (the file has no input ranges)"
     dtype = model_dtype(model)
     x = reference.sample_inputs(lo, hi, samples, seed=seed).astype(dtype)
     x64 = x.astype(np.float64)
@@ -195,4 +200,5 @@ def verify(
         sigmoid=sigmoid,
         source_format=spec.source_format,
         snap_difference=snap,
+        inputs_from=inputs_from,
     )
