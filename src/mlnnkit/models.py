@@ -81,7 +81,9 @@ def load_model(
             input_shape = tuple(load_data(config).x_train.shape[1:])
         model = build_model(config, input_shape=input_shape, compile=compile)
         try:
-            model.load_weights(path)
+            with warnings.catch_warnings():  # e.g. "Skipping variable loading for optimizer"
+                warnings.simplefilter("ignore")
+                model.load_weights(path)
         except Exception as e:  # noqa: BLE001 - h5py/Keras raise several types here
             raise UserError(
                 f"{path}: weights do not fit the config's architecture: {' '.join(str(e).split())[:300]}"
