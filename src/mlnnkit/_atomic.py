@@ -92,10 +92,41 @@ def check_output_file(path: str | os.PathLike, what: str = "output") -> Path:
         raise UserError(
             f"{what} {path} is an existing folder: give a file name (e.g. {path / 'model.keras'})"
         )
-    blocker = _file_in_the_way(path.parent) if str(path.parent) not in ("", ".") else None
+    _probe(path.parent, f"cannot write {what} {path}")
+    return path
+
+
+def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Check, before any work, that the folder ``path`` can be made (or is there) and
+    written to: no file stands in its way and the nearest existing folder accepts new
+    files. Creates nothing. A :class:`UserError` naming ``path`` otherwise.
+
+    Args:
+        path: the output folder.
+        what: what it is, for the message (default ``"output folder"``).
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> check_output_dir(d / "run") == d / "run"
+        True
+        >>> (d / "f").touch()
+        >>> check_output_dir(d / "f" / "run")
+        Traceback (most recent call last):
+        ...
+        mlnnkit.errors.UserError: cannot create output folder .../f/run: .../f is a file, not a folder
+    """
+    path = Path(path)
+    _probe(path, f"cannot create {what} {path}")
+    return path
+
+
+def _probe(folder: Path, prefix: str) -> None:
+    """Raise ``prefix: why`` unless ``folder`` (or its nearest existing ancestor, which
+    must be a folder) accepts a new file."""
+    blocker = _file_in_the_way(folder) if str(folder) not in ("", ".") else None
     if blocker is not None:
-        raise UserError(f"cannot write {what} {path}: {blocker} is a file, not a folder")
-    folder = path.parent
+        raise UserError(f"{prefix}: {blocker} is a file, not a folder")
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     try:  # a real write probe: os.access says yes to root even where writing fails
@@ -103,8 +134,7 @@ def check_output_file(path: str | os.PathLike, what: str = "output") -> Path:
             probe = Path(fh.name)
         probe.unlink()
     except OSError as e:
-        raise UserError(f"cannot write {what} {path}: {folder}: {_why(e)}") from None
-    return path
+        raise UserError(f"{prefix}: {folder}: {_why(e)}") from None
 
 
 @contextlib.contextmanager

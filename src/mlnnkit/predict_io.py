@@ -29,6 +29,7 @@ import fnmatch
 import glob
 import itertools
 import os
+import re
 import shutil
 import threading
 import time
@@ -134,6 +135,30 @@ def _choose(available: list[str], spec, n: int, model_names, *, path, what: str)
     )
 
 
+def natural_key(name: str) -> tuple:
+    """Sort key comparing the numbers in names as numbers: ``Rrs_412 < Rrs_1020``.
+
+    Example:
+        >>> sorted(["Rrs_1020", "Rrs_412", "Rrs_443"], key=natural_key)
+        ['Rrs_412', 'Rrs_443', 'Rrs_1020']
+    """
+    return tuple((0, int(t)) if t.isdigit() else (1, t) for t in re.split(r"(\d+)", name) if t)
+
+
+def order_note(spec, model_names, chosen: list[str], listing: str) -> str:
+    """Says where the order of the ``chosen`` inputs came from: ``spec`` (``--inputs``,
+    globs expanded in the file's ``listing`` order), the model's own input names, or the
+    file's ``listing`` (e.g. ``"the file's column order"``)."""
+    items = _split_names(spec)
+    if items is not None:
+        if any(any(ch in i for ch in "*?[") for i in items):
+            return f"--inputs order; globs in {listing}"
+        return "--inputs order as given"
+    if model_names and list(model_names) == list(chosen):
+        return "the model's own input names"
+    return listing
+
+
 def _block_rows(n_cols: int, block_rows: int | None) -> int:
     if block_rows:
         return max(1, int(block_rows))
@@ -158,6 +183,7 @@ class Source:
     columns: list[str]
     shape: tuple[int, ...] = ()  # a scene's shape (the rows are its elements, C order)
     extra: dict = field(default_factory=dict)
+    order: str = ""  # where the order of ``columns`` came from (printed by the CLI)
 
     def ranges(self, block_rows: int | None = None) -> list[tuple[int, int]]:
         b = _block_rows(len(self.columns), block_rows)
@@ -198,7 +224,7 @@ class NpySource(Source):
         if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
             raise UserError(f"{path}: array of dtype {x.dtype}; numbers are needed")
         cols = [f"column_{i}" for i in range(n_inputs)]
-        src = cls(path, "npy", int(x.shape[0]), cols)
+        src = cls(path, "npy", int(x.shape[0]), cols, order="the array's column order")
         src.extra["array"] = x
         return src
 
@@ -247,7 +273,8 @@ class CsvSource(Source):
         cols = _choose(available, inputs, n_inputs, model_names, path=path, what="column")
         with open(path, "rb") as f:  # data rows = non-blank lines after the header
             n = sum(1 for line in f if line.strip()) - 1
-        return cls(path, "csv", max(n, 0), cols)
+        order = order_note(inputs, model_names, cols, "the file's column order")
+        return cls(path, "csv", max(n, 0), cols, order=order)
 
     def ranges(self, block_rows=None):
         return [(0, self.n_rows)] if self.n_rows else []  # CSV cannot seek to a row
@@ -297,7 +324,8 @@ class ParquetSource(Source):
                 raise UserError(f"{path}: column {c!r} has type {t}; numbers are needed")
         meta = pf.metadata
         bounds = np.cumsum([0, *(meta.row_group(i).num_rows for i in range(meta.num_row_groups))])
-        src = cls(path, "parquet", int(meta.num_rows), cols)
+        order = order_note(inputs, model_names, cols, "the file's column order")
+        src = cls(path, "parquet", int(meta.num_rows), cols, order=order)
         src.extra["groups"] = bounds
         return src
 
@@ -412,7 +440,8 @@ class NetcdfSource(_SceneSource):
             for ds in datasets.values():
                 ds.close()
             raise
-        src = cls(path, "netcdf", int(np.prod(shape)) if shape else 1, cols, shape)
+        order = order_note(inputs, model_names, cols, "the file's variable order")
+        src = cls(path, "netcdf", int(np.prod(shape)) if shape else 1, cols, shape, order=order)
         src.extra.update(datasets=datasets, dims=first[1])
         return src
 
@@ -433,6 +462,50 @@ class NetcdfSource(_SceneSource):
 _CF_ENCODING = {"_FillValue", "missing_value", "scale_factor", "add_offset"}
 
 
+def _h5_datasets(f) -> tuple[list[str], dict[str, bool]]:
+    """The numeric datasets of an HDF5 file (paths) in the file's own order, and for each
+    group (by path prefix) whether that order is its creation order: the creation order
+    in groups that track it (h5py ``track_order``), else the names with their numbers
+    compared as numbers (HDF5 itself lists names byte by byte: ``Rrs_1020`` first)."""
+    import h5py
+
+    out: list[str] = []
+    tracked: dict[str, bool] = {}
+    seen: set = set()
+
+    def walk(group, prefix: str) -> None:
+        crt = group.id.get_create_plist().get_link_creation_order()
+        by_creation = bool(crt & h5py.h5p.CRT_ORDER_TRACKED)
+        names = list(group)  # creation order when tracked, else HDF5's name order
+        if not by_creation:
+            names.sort(key=natural_key)
+        tracked[prefix] = by_creation
+        for n in names:
+            if not isinstance(group.get(n, getlink=True), h5py.HardLink):
+                continue  # soft and external links: the object is listed where it lives
+            obj = group[n]
+            if obj.id in seen:
+                continue
+            seen.add(obj.id)
+            if isinstance(obj, h5py.Group):
+                walk(obj, f"{prefix}{n}/")
+            elif obj.dtype.kind in "fiu" and obj.ndim >= 1:
+                out.append(f"{prefix}{n}")
+
+    walk(f["/"], "")
+    return out, tracked
+
+
+def _h5_listing(cols: list[str], tracked: dict[str, bool]) -> str:
+    """Which order the groups holding ``cols`` list their datasets in."""
+    kinds = {tracked.get(c.rsplit("/", 1)[0] + "/" if "/" in c else "", False) for c in cols}
+    if kinds == {True}:
+        return "HDF5 creation order"
+    if kinds == {False}:
+        return "name order, numbers compared as numbers: the file does not track creation order"
+    return "HDF5 creation order where the file tracks it, else name order, numbers as numbers"
+
+
 class Hdf5Source(_SceneSource):
     @classmethod
     def open(cls, path: Path, n_inputs: int, inputs=None, model_names=None) -> Hdf5Source:
@@ -444,12 +517,7 @@ class Hdf5Source(_SceneSource):
         except Exception as e:  # noqa: BLE001
             raise UserError(f"{path}: cannot read HDF5: {' '.join(str(e).split())}") from None
         try:
-            available: list[str] = []
-            f.visititems(
-                lambda n, o: available.append(n)
-                if isinstance(o, h5py.Dataset) and o.dtype.kind in "fiu" and o.ndim >= 1
-                else None
-            )
+            available, tracked = _h5_datasets(f)
             cols = _choose(
                 available, [s.strip("/") for s in _split_names(inputs) or []] or None,
                 n_inputs, model_names, path=path, what="dataset",
@@ -464,7 +532,8 @@ class Hdf5Source(_SceneSource):
         except BaseException:
             f.close()
             raise
-        src = cls(path, "hdf5", int(np.prod(shape)), cols, shape)
+        order = order_note(inputs, model_names, cols, _h5_listing(cols, tracked))
+        src = cls(path, "hdf5", int(np.prod(shape)), cols, shape, order=order)
         src.extra["file"] = f
         return src
 
@@ -501,10 +570,20 @@ def open_source(path, n_inputs: int, inputs=None, model_names=None) -> Source:
     """Open ``path`` and choose the model's ``n_inputs`` inputs in it (validated here,
     before any output exists)."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not an input file; for the files in it pass '{path}/*'")
     kind = kind_of(path)
     if not path.is_file():
         raise UserError(f"input file not found: {path}")
-    return _SOURCES[kind].open(path, n_inputs, inputs, model_names)
+    source = _SOURCES[kind].open(path, n_inputs, inputs, model_names)
+    if source.n_rows == 0:
+        source.close()
+        raise UserError(
+            f"{path}: no data rows"
+            + (" (only a header)" if kind == "csv" else "")
+            + "; nothing to predict"
+        )
+    return source
 
 
 # ----------------------------------------------------------------------------- sinks
@@ -782,6 +861,7 @@ def check_outputs_free(source: Source, names: list[str]) -> None:
 
 def prepare(model, input_path, output_path, *, inputs=None, outputs=None):
     """Open and validate one job: ``(source, output names, output kind, attrs)``."""
+    check_not_an_input(output_path, [input_path])
     n_in, n_out = model_io_sizes(model)
     out_kind = kind_of(output_path)
     model_in, _ = model_io_names(model)
@@ -872,6 +952,30 @@ def predict_file(
 # ------------------------------------------------------------------------ many files
 
 
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when ``a`` and ``b`` name one file: the same path once resolved (symlinks,
+    ``..``), or, when both exist, the same inode (hard links; :func:`os.path.samefile`)."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_not_an_input(output: str | os.PathLike, inputs: Sequence[str | os.PathLike]) -> None:
+    """Refuse an ``output`` that is one of the ``inputs`` (or the same file under another
+    name): predictions never replace the data they come from."""
+    for src in inputs:
+        if same_file(output, src):
+            shown = f"{output}" if Path(output) == Path(src) else f"{output} (the same file as {src})"
+            raise UserError(
+                f"output {shown} is an input: writing it would replace the input's data; "
+                "choose another -o"
+            )
+
+
 def plan_jobs(inputs: Sequence[str], output: str | os.PathLike) -> list[tuple[Path, Path]]:
     """Pair every input file (globs expanded, e.g. ``'scenes/*.nc'``) with its output.
 
@@ -887,21 +991,35 @@ def plan_jobs(inputs: Sequence[str], output: str | os.PathLike) -> list[tuple[Pa
                 raise UserError(f"no input file matches {item!r}")
             files += [Path(h) for h in hits if Path(h).is_file()]
         else:
+            if Path(item).is_dir():
+                raise UserError(
+                    f"{item} is a folder, not an input file; for the files in it pass '{item}/*'"
+                )
             files.append(Path(item))
     if not files:
         raise UserError("no input files given")
     out = str(output)
     to_dir = len(files) > 1 or out.endswith(("/", os.sep)) or Path(out).is_dir()
     if not to_dir:
+        check_not_an_input(out, files)
         return [(files[0], Path(out))]
     outdir = Path(out)
+    if not outdir.is_dir() and not out.endswith(("/", os.sep)) and outdir.suffix.lower() in KINDS:
+        raise UserError(
+            f"{len(files)} input files need an output folder, but -o {out} names a "
+            f"{outdir.suffix} file: give a folder (e.g. -o {outdir.with_suffix('')}/), or one input"
+        )
     pairs = [(f, outdir / f.name) for f in files]
     seen: dict[Path, Path] = {}
     for f, o in pairs:
         if o in seen:
             raise UserError(f"{f} and {seen[o]} would both write {o}; give them different names")
-        if o.resolve() == f.resolve():
-            raise UserError(f"{f}: the output directory is the input's own; choose another -o")
+        if same_file(o, f):
+            raise UserError(
+                f"{f}: the output folder {outdir} is the input's own, so its output {o} "
+                "would replace it; choose another -o"
+            )
+        check_not_an_input(o, files)
         seen[o] = f
     return pairs
 

@@ -96,6 +96,7 @@ def predict(
         predict_io.kind_of(dst)
     net = predict_io.load_model_for_predict(model)
     show = sys.stderr.isatty() if progress is None else progress
+    existing = {dst for _, dst in jobs if dst.exists()}  # said in the summary when replaced
 
     def report(r: predict_io.FileResult) -> None:
         if r.error:
@@ -108,12 +109,17 @@ def predict(
         typer.echo(
             f"{r.output}: {r.rows:,} rows ({r.masked_rows:,} with NaN input -> NaN) "
             f"in {r.seconds:.2f} s ({speed})"
+            + ("; replaced the existing file" if r.output in existing else "")
         )
+
+    def opened(source) -> None:
+        bar.add(source)
+        typer.echo(f"{source.path}: inputs {', '.join(source.columns)} ({source.order})")
 
     with _Progress(show) as bar:
         kwargs = {
             "inputs": inputs, "outputs": outputs, "chunk_rows": chunk_rows,
-            "block_rows": block_rows, "progress": bar.advance, "on_open": bar.add,
+            "block_rows": block_rows, "progress": bar.advance, "on_open": opened,
             "on_done": report,
         }  # fmt: skip
         if not dask:
