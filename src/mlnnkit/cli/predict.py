@@ -37,7 +37,9 @@ def predict(
         typer.Option(
             "--inputs",
             help="Columns/variables that are the model's inputs, in its order (comma list or "
-            "globs). Default: the model's own input names, else all columns of the file.",
+            "globs; a glob's matches in the file's own order: HDF5 creation order, else numbers "
+            "in names compared as numbers). Default: the model's own input names, else all "
+            "columns of the file. The order used is printed.",
         ),
     ] = None,
     outputs: Annotated[
