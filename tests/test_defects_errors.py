@@ -150,11 +150,15 @@ def test_outputs_under_a_regular_file_are_one_line(cli, tmp_path, tiny_cfg, impo
             assert out == "", args  # checked before the work
 
 
-def test_a_folder_that_refuses_writes_is_one_line(cli, tiny_cfg, imported):
+def test_a_folder_that_refuses_writes_is_one_line(cli, tmp_path, tiny_cfg, imported):
     denied = _sys_permission_denied()
     src, model = imported
+    tune_cfg = regression_config(tmp_path / "t.csv", **{"fit.epochs": 1})
+    tune_cfg["tune"] = {"trials": 1, "space": {"compile.learning_rate": {"float": [1e-3, 1e-2]}}}
+    tune_toml = write_config(tmp_path / "tune.toml", tune_cfg)
     for args in [
         ("train", tiny_cfg, "-o", denied / "run"),
+        ("tune", tune_toml, "-o", denied / "tune"),
         ("import", src, "-o", denied / "m.keras", "--samples", "50"),
         ("export", model, "-o", denied / "back.h5", "--samples", "50"),
     ]:
