@@ -52,6 +52,13 @@ def imported(tmp_path, cli):
     return src, tmp_path / "m.keras"
 
 
+def _finetune_rows(path: Path) -> Path:
+    """Rows for the imported 4-6-3 network (x within its ranges is not needed here)."""
+    rng = np.random.default_rng(0)
+    np.savez(path, x=rng.normal(size=(40, 4)), y=rng.normal(size=(40, 3)))
+    return path
+
+
 def _sys_permission_denied() -> Path:
     target = Path("/sys/mlnnkit-test-unwritable")
     try:
@@ -136,17 +143,20 @@ def test_outputs_under_a_regular_file_are_one_line(cli, tmp_path, tiny_cfg, impo
     tune_cfg = regression_config(tmp_path / "t.csv", **{"fit.epochs": 1})
     tune_cfg["tune"] = {"trials": 1, "space": {"compile.learning_rate": {"float": [1e-3, 1e-2]}}}
     tune_toml = write_config(tmp_path / "tune.toml", tune_cfg)
+    rows = _finetune_rows(tmp_path / "rows.npz")
     cases = [
         ("train", tiny_cfg, "-o", blocker / "run"),
         ("train", tiny_cfg, "-o", blocker),
         ("tune", tune_toml, "-o", blocker / "tune"),
         ("import", src, "-o", blocker / "m.keras", "--samples", "50"),
         ("export", model, "-o", blocker / "back.h5", "--samples", "50"),
+        ("finetune", model, "--data", rows, "-o", blocker / "ft", "--epochs", "1"),
+        ("finetune", model, "--data", rows, "-o", blocker, "--epochs", "1"),
     ]
     for args in cases:
         code, out, err = cli(*args)
         _one_line_error(code, err, blocker)
-        if args[0] in ("import", "export"):
+        if args[0] in ("import", "export", "finetune"):
             assert out == "", args  # checked before the work
 
 
@@ -161,6 +171,7 @@ def test_a_folder_that_refuses_writes_is_one_line(cli, tmp_path, tiny_cfg, impor
         ("tune", tune_toml, "-o", denied / "tune"),
         ("import", src, "-o", denied / "m.keras", "--samples", "50"),
         ("export", model, "-o", denied / "back.h5", "--samples", "50"),
+        ("finetune", model, "--data", _finetune_rows(tmp_path / "rows.npz"), "-o", denied / "ft"),
     ]:
         code, _, err = cli(*args)
         _one_line_error(code, err, denied, "permission denied")

@@ -93,13 +93,12 @@ def test_a_folder_output_onto_any_input_is_refused(cli, tmp_path, order_model):
 def test_library_refuses_to_write_onto_its_input(tmp_path, order_model):
     from mlnnkit.errors import UserError
     from mlnnkit.models import load_model
-
-    import mlnnkit.predict_io as pio
+    from mlnnkit.predict import predict_file
 
     x = tmp_path / "x.npy"
     np.save(x, _rows())
     with pytest.raises(UserError, match="input"):
-        pio.predict_file(load_model(order_model, compile=False), x, x)
+        predict_file(load_model(order_model, compile=False), x, x)
 
 
 def test_replacing_an_existing_output_is_said(cli, tmp_path, order_model):
@@ -216,6 +215,10 @@ def test_an_empty_table_for_training_and_finetuning_is_one_line(cli, tmp_path, o
         "-o", tmp_path / "ft",
     )
     _one_line_error(code, err, src, "no data rows")
+    npz = tmp_path / "empty.npz"
+    np.savez(npz, x=np.zeros((0, 3)), y=np.zeros((0, 1)))
+    code, _, err = cli("finetune", order_model, "--data", npz, "-o", tmp_path / "ft")
+    _one_line_error(code, err, npz, "no data rows")
 
 
 # ---- smaller ones --------------------------------------------------------------------------

@@ -39,9 +39,8 @@ def _check_keras_backend() -> None:
 _check_keras_backend()
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
-__version__ = "0.1.0"
-
 from mlnnkit import _keras_hook
+from mlnnkit._version import __version__
 from mlnnkit.errors import MlnnkitError, UserError
 
 # Keras finds mlnnkit's layers (saved in .keras files of imported networks) once it is

@@ -126,10 +126,9 @@ def read(path: str | Path, format: str | None = None, **options: Any) -> Network
     options = {k: v for k, v in options.items() if v is not None}
     fmt = format or detect_format(path)
     if fmt == "keras":
-        from mlnnkit.legacy._keras import from_keras
-        from mlnnkit.models import load_model
+        from mlnnkit.legacy._keras import from_keras, read_keras_file
 
-        return from_keras(load_model(path, compile=False))
+        return from_keras(read_keras_file(path))
     module = _format_module(fmt)
     if options and module is not rawh5:
         raise UserError(

@@ -221,6 +221,21 @@ def _model_where(model, layers):
     return where
 
 
+def read_keras_file(path) -> keras.Model:
+    """A saved Keras model (``.keras``, full-model ``.h5``) for :func:`from_keras`, without
+    its compile state (the legacy layer reads it itself rather than through
+    :mod:`mlnnkit.models`, which sits above it and imports it)."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return keras.saving.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001 - Keras raises many types
+        msg = " ".join(str(e).split())
+        raise UserError(f"{path}: cannot load model: {msg[:300]}") from None
+
+
 def input_ranges(model: keras.Model) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
     """``(mins, maxs, names)`` of the model's inputs from its InputScaling layer, or None.
 

@@ -269,7 +269,7 @@ def format_number(v: float, precision: str = "float64") -> str:
 
 
 def _default_header(spec: NetworkSpec) -> str:
-    from mlnnkit import __version__
+    from mlnnkit._version import __version__
 
     lines = [
         f"problem: exported by mlnnkit {__version__}",
