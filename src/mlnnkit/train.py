@@ -30,7 +30,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from mlnnkit import _atomic
+from mlnnkit import _atomic, _rundir
 from mlnnkit.callbacks import EPOCH_LOG, RESUME_DIR, is_resuming, make_callbacks
 from mlnnkit.config import RunConfig
 from mlnnkit.data import Dataset, load_data
@@ -216,6 +216,7 @@ def save_model(model: keras.Model, path: Path) -> Path:
     return Path(path)
 
 
+@_rundir.one_writer("out_dir", when=lambda a: a["save"])  # one writer per run directory
 def run(
     cfg: RunConfig,
     out_dir: str | Path | None,

@@ -37,7 +37,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from mlnnkit import _atomic
+from mlnnkit import _atomic, _rundir
 from mlnnkit.errors import UserError
 
 
@@ -306,6 +306,7 @@ def _scores(
     return {"accuracy": float(np.mean(pred == y)), "loss": float(m.get("loss", np.nan))}, conf
 
 
+@_rundir.one_writer("out_dir")  # one writer per run directory
 def run(
     base: str | Path,
     data_dir: str | Path,
