@@ -169,10 +169,7 @@ def lock(run_dir: str | os.PathLike, command: str | None = None) -> Iterator[Pat
     """
     run_dir = Path(run_dir)
     created = not run_dir.exists()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"{run_dir}: cannot create the run directory ({e.strerror})") from None
+    _atomic.make_dir(run_dir, "run directory")  # one line naming it: a file in the way, no permission
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: exists and is not a folder")
     path = run_dir / LOCK_NAME

@@ -166,6 +166,8 @@ def apply_overrides(cfg: RunConfig, *, epochs: int | None = None, seed: int | No
             raise UserError("--epochs must be at least 1")
         cfg.fit.epochs = epochs
     if seed is not None:
+        if not 0 <= seed <= 2**32 - 1:
+            raise UserError(f"--seed must be between 0 and 2**32 - 1 (got {seed})")
         cfg.seed = seed
     return cfg
 
@@ -232,7 +234,7 @@ def run(
     """
     out = Path(out_dir) if (out_dir is not None and save) else None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        _atomic.make_dir(out, "run directory")
         if not is_resuming(out):  # a fresh run: forget the epoch log of an old one
             shutil.rmtree(out / RESUME_DIR, ignore_errors=True)
         _atomic.write_text(out / "config.toml", cfg.to_toml())

@@ -481,8 +481,7 @@ def run(
     )
     report["verdict"] = transfer_verdict(report, final)
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _atomic.make_dir(out_dir)
     for ly in model.layers:  # saved trainable, like any model: freezing is this run's choice
         ly.trainable = True
     save_model(model, out / "model.keras")

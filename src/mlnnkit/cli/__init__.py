@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return e.exit_code
+    except PermissionError as e:  # an output mlnnkit's writers did not see coming
+        if state.debug:
+            traceback.print_exc()
+        print(f"error: {e.filename or 'a file'}: permission denied", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -75,7 +75,8 @@ Samples = Annotated[
     int,
     typer.Option(
         "--samples",
-        help="Inputs to compare on, spread over the file's input ranges, edges included.",
+        help="Inputs to compare on, spread over the file's input ranges ([-1, 1] when it "
+        "has none), edges included.",
     ),
 ]
 Tolerance = Annotated[
@@ -222,7 +223,10 @@ def inspect(
 
     Inputs and outputs are listed with their names and ranges when the file has them.
     When the network's family is recognised (or --transforms are given), the physical
-    variables follow, with their ranges in physical units next to the network's own.
+    variables follow, with their ranges in physical units next to the network's own. A
+    Keras model (.keras, or a Keras .h5) of any architecture is described by its input
+    and output shapes, parameters and layers (and, if mlnnkit imported it from a legacy
+    file, that file's view first; if it sits in a run directory, the run's test metrics).
     """
     from mlnnkit import legacy
     from mlnnkit.errors import UserError
@@ -231,7 +235,32 @@ def inspect(
     if file.suffix.lower() == ".keras" and file.is_file() and _inspect_chain(file):
         return
     opts = _read_options(weights, biases, activations, transpose, norm_in, norm_out, scale_range)
-    spec = legacy.read(file, _format(format), allow_large_weights=allow_large_weights, **opts)
+    fmt = _format(format)
+    keras_model = None
+    if fmt == "keras" or (fmt is None and legacy.detect_format(file) == "keras"):
+        from mlnnkit.describe import describe_model, describe_run_dir
+        from mlnnkit.models import load_model
+
+        if opts:
+            raise UserError(
+                f"options {', '.join(sorted(opts))} apply to --format rawh5 only; {file} is "
+                "a Keras model"
+            )
+        keras_model = load_model(file, compile=False)
+        legacy_view = legacy.source_format(keras_model) is not None
+        if legacy_view:
+            try:
+                legacy.from_keras(keras_model)
+            except UserError:  # changed since its import (e.g. layers added): Keras view only
+                legacy_view = False
+        if not legacy_view:
+            typer.echo(f"file:        {file}")
+            typer.echo(describe_model(keras_model))
+            run = describe_run_dir(file)
+            if run:
+                typer.echo(run)
+            return
+    spec = legacy.read(file, fmt, allow_large_weights=allow_large_weights, **opts)
     typer.echo(f"file:        {file}")
     typer.echo(spec.describe())
     if spec.source_format != "keras":
@@ -247,6 +276,11 @@ def inspect(
             )
         else:
             typer.echo(_recipes.describe(recipe, spec))
+    if keras_model is not None:  # an imported network saved as Keras: its layers too
+        typer.echo(describe_model(keras_model, summary=False, metadata=False))
+        run = describe_run_dir(file)
+        if run:
+            typer.echo(run)
 
 
 def _inspect_chain(file: Path) -> bool:
@@ -306,10 +340,11 @@ def import_(
     written only if it passes. With --physical it is input transforms -> scaling -> Dense
     -> scaling -> output transforms: physical values in and out, named, verified whole.
     """
-    from mlnnkit import legacy
+    from mlnnkit import _atomic, legacy
     from mlnnkit.errors import UserError, VerificationError
     from mlnnkit.train import save_model
 
+    _atomic.check_output_file(out, "--out")
     if not out.name.lower().endswith((".keras", ".h5")):
         raise UserError(
             f"--out {out}: write the Keras model as .keras (or .h5); to write a legacy "
@@ -318,6 +353,12 @@ def import_(
     opts = _read_options(weights, biases, activations, transpose, norm_in, norm_out, scale_range)
     spec = legacy.read(file, _format(format), allow_large_weights=allow_large_weights, **opts)
     typer.echo(f"read {spec.source_format} network {file}: {spec.summary()}")
+    if sigmoid == "snap" and "sigmoid" not in spec.activations:
+        raise UserError(
+            f"--sigmoid snap: {file} has no sigmoid layer (activations "
+            f"{', '.join(spec.activations)}); SNAP's table replaces sigmoid only: leave "
+            "--sigmoid out"
+        )
     recipe = _recipe(spec, file, physical, transforms, output_transforms, names, output_names)
     if recipe is not None:
         ins, outs = recipe.input_names, recipe.output_names
@@ -373,7 +414,7 @@ def verify(
     file: Annotated[Path, typer.Argument(help="The legacy network file to compare with.")],
     samples: Samples = 10_000,
     tolerance: Tolerance = 1e-5,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the random inputs.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1, help="Seed of the random inputs.")] = 0,
     format: Format = "auto",
     weights: Weights = None,
     biases: Biases = None,
@@ -454,10 +495,11 @@ def export(
     with onnxruntime against the model and, for an imported network, against the float64
     reference of its legacy file (needs `pip install "mlnnkit[onnx]"`); see docs/onnx.md.
     """
-    from mlnnkit import legacy
+    from mlnnkit import _atomic, legacy
     from mlnnkit.errors import UserError
     from mlnnkit.models import load_model
 
+    _atomic.check_output_file(out, "--out")
     if (format or "").lower() == "onnx" or (format is None and out.suffix.lower() == ".onnx"):
         from mlnnkit.export._cli import export_onnx
 

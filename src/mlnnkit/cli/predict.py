@@ -39,7 +39,9 @@ def predict(
         typer.Option(
             "--inputs",
             help="Columns/variables that are the model's inputs, in its order (comma list or "
-            "globs). Default: the model's own input names, else all columns of the file.",
+            "globs; a glob's matches in the file's own order: HDF5 creation order, else numbers "
+            "in names compared as numbers). Default: the model's own input names, else all "
+            "columns of the file. The order used is printed.",
         ),
     ] = None,
     outputs: Annotated[
@@ -118,6 +120,7 @@ def predict(
     # with --dask the model file itself travels to the workers (loaded there and here)
     net = None if dask else predict_io.load_model_for_predict(model)
     show = sys.stderr.isatty() if progress is None else progress
+    existing = {dst for _, dst in jobs if dst.exists()}  # said in the summary when replaced
 
     def report(r: predict_io.FileResult) -> None:
         bar.file_done()
@@ -131,12 +134,17 @@ def predict(
         typer.echo(
             f"{r.output}: {r.rows:,} rows ({r.masked_rows:,} with NaN input -> NaN) "
             f"in {r.seconds:.2f} s ({speed})"
+            + ("; replaced the existing file" if r.output in existing else "")
         )
+
+    def opened(source) -> None:
+        bar.add(source)
+        typer.echo(f"{source.path}: inputs {', '.join(source.columns)} ({source.order})")
 
     with _Progress(show, len(jobs)) as bar:
         kwargs = {
             "inputs": inputs, "outputs": outputs, "chunk_rows": chunk_rows,
-            "block_rows": block_rows, "progress": bar.advance, "on_open": bar.add,
+            "block_rows": block_rows, "progress": bar.advance, "on_open": opened,
             "on_done": report,
         }  # fmt: skip
         if not dask:

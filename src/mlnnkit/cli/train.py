@@ -17,7 +17,9 @@ def train(
         Path | None, typer.Option("--out", "-o", help="Run directory (default: runs/<config name>).")
     ] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Override fit.epochs.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Override the config's seed.")] = None,
+    seed: Annotated[int | None, typer.Option(
+            "--seed", min=0, max=2**32 - 1, help="Override the config's seed (0 to 2**32 - 1)."
+        )] = None,
 ) -> None:
     """Train the network a run config describes, evaluate it on the test split, and write
     the run directory (model.keras, model.h5, history.csv, history.png, metrics.json).

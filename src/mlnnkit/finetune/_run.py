@@ -348,6 +348,7 @@ def run(
     from mlnnkit.train import save_model
 
     warn = warn or _stderr
+    _atomic.check_output_dir(out_dir)  # before the work: a folder that cannot be written
     model = load_network(model_path)
     from mlnnkit.retrieval._chain import refuse_chain
 
@@ -362,8 +363,7 @@ def run(
     res = finetune(
         model, data.x, data.y, target_names=data.target_names, where=f"{data_path}: ", **options
     )
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _atomic.make_dir(out_dir)
     files = ["report.json", "model.keras", "history.png", "scatter.png"]
     save_model(res.model, out / "model.keras")
     if fmt is not None:

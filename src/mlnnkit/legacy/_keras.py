@@ -84,7 +84,8 @@ def to_keras(
             JAX's 64-bit mode.
         sigmoid: ``"exact"`` (default, what the network means) or ``"snap"``: sigmoid
             layers use SNAP's tabulated sigmoid (:func:`mlnnkit.layers.snap_sigmoid`) to
-            reproduce SNAP's outputs exactly.
+            reproduce SNAP's outputs exactly; refused for a network without a sigmoid
+            layer.
         name: the model's name.
         recipe: a :class:`~mlnnkit.retrieval.Recipe` (default None: the bare network):
             the model then takes and gives physical values, ``InputTransform`` first and
@@ -98,6 +99,11 @@ def to_keras(
     dtype = _check_dtype(dtype)
     if sigmoid not in ("exact", "snap"):
         raise UserError(f"sigmoid {sigmoid!r}: use exact or snap")
+    if sigmoid == "snap" and "sigmoid" not in spec.activations:
+        raise UserError(
+            f"sigmoid='snap' replaces sigmoid layers by SNAP's table, and this network has "
+            f"none (activations {', '.join(spec.activations)}): use sigmoid='exact'"
+        )
     if dtype == "float32" and not fits_float32(spec):
         raise UserError(
             "the network holds values beyond float32's range (3.4e38): import it with "

@@ -42,6 +42,8 @@ class VerifyResult:
             outputs when the file has no output ranges: ``span_from``).
         snap_difference: for sigmoid networks, max difference between SNAP's tabulated
             and the exact sigmoid per output, relative to the span; else None.
+        inputs_from: where the inputs were drawn (the file's input ranges, or [-1, 1]
+            when the file has none).
     """
 
     names: list[str]
@@ -55,6 +57,7 @@ class VerifyResult:
     sigmoid: str
     source_format: str | None
     snap_difference: np.ndarray | None = None
+    inputs_from: str = "the input ranges"
     physical: bool = False
     physical_rel_error: np.ndarray | None = None
     physical_names: list[str] | None = None
@@ -109,7 +112,7 @@ class VerifyResult:
         what = f"{self.source_format} math" if self.source_format else "the file's math"
         uses_sigmoid = self.snap_difference is not None
         return (
-            f"{self.samples:,} samples over the input ranges (edges included): {self.dtype} "
+            f"{self.samples:,} samples over {self.inputs_from} (edges included): {self.dtype} "
             f"model vs float64 NumPy reference of the {what}"
             + (f" ({sig})" if uses_sigmoid else "")
             + (
@@ -200,8 +203,10 @@ def verify(
         )
     if spec.input_scaling is not None:
         lo, hi = spec.input_scaling.minimum, spec.input_scaling.maximum
+        inputs_from = "the input ranges"
     else:
         lo, hi = -np.ones(spec.n_inputs), np.ones(spec.n_inputs)
+        inputs_from = "[-1, 1] per input (the file has no input ranges)"
     dtype = model_dtype(model)
     # Overflow, inf - inf and the like end as Inf/NaN errors, which fail the check: no
     # NumPy warning is worth showing on top.
@@ -256,6 +261,7 @@ def verify(
         sigmoid=sigmoid,
         source_format=spec.source_format,
         snap_difference=snap,
+        inputs_from=inputs_from,
         physical=t_in is not None or t_out is not None,
         physical_rel_error=physical_rel,
         physical_names=list(t_out.names) if t_out is not None and t_out.names else None,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlnnkit import _atomic
 from mlnnkit.config import RunConfig
 from mlnnkit.errors import UserError
 from mlnnkit.tune import _results, _storage
@@ -238,7 +239,7 @@ def tune(
     s.direction = s.direction or infer_direction(s.metric)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    s.out_dir.mkdir(parents=True, exist_ok=True)
+    _atomic.make_dir(s.out_dir)
     lock = _storage.StudyLock.for_url(s.storage, s.study_name)
     if not lock.shared:
         log(
