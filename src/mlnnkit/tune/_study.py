@@ -308,12 +308,19 @@ def _interrupted(study, s: TuneSettings, trial_number: int | None) -> Interrupte
 
 
 class _DropInterruptedTrialLog:
-    """Optuna logs a trial stopped by Ctrl-C as a failure with the whole traceback; the
-    interrupt is reported in one line instead."""
+    """Optuna logs a trial stopped by Ctrl-C as a failure, with the whole traceback and a
+    second line "Trial N failed with value None."; the interrupt is reported in one line
+    instead. Drops both (the second: the one right after the interrupt's record)."""
+
+    def __init__(self):
+        self.interrupted = False
 
     def filter(self, record) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, KeyboardInterrupt)
+        if isinstance(exc, KeyboardInterrupt):
+            self.interrupted = True
+            return False
+        return not (self.interrupted and "failed with value" in record.getMessage())
 
 
 def _load_or_create(storage, space: SearchSpace, s: TuneSettings, epochs: int) -> optuna.Study:
