@@ -26,7 +26,7 @@ from collections.abc import Iterator
 
 import keras
 
-__all__ = ["InterruptCheck", "check", "deferred"]
+__all__ = ["InterruptCheck", "check", "deferred", "watched"]
 
 
 class _State:
@@ -35,6 +35,37 @@ class _State:
 
 
 _state = _State()
+
+
+def _raises(handler) -> bool:
+    """True for Python's default SIGINT handler and for :func:`watched`'s."""
+    return handler is signal.default_int_handler or getattr(handler, "_mlnnkit", False)
+
+
+@contextlib.contextmanager
+def watched() -> Iterator[list[bool]]:
+    """SIGINT raises ``KeyboardInterrupt`` as usual, and is remembered: the yielded list
+    holds ``True`` once a Ctrl-C arrived, even one that something swallowed (the CLI
+    then still reports the interrupt). Nothing changes outside the main thread or when
+    SIGINT is not Python's default handler."""
+    seen: list[bool] = []
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield seen
+        return
+
+    def handler(signum, frame):
+        seen.append(True)
+        raise KeyboardInterrupt
+
+    handler._mlnnkit = True  # type: ignore[attr-defined]
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def check() -> None:
@@ -51,7 +82,7 @@ def deferred() -> Iterator[None]:
     if (
         _state.active
         or threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        or not _raises(signal.getsignal(signal.SIGINT))
     ):
         yield
         return
@@ -60,6 +91,7 @@ def deferred() -> Iterator[None]:
     def handler(signum, frame):
         if _state.pending:  # the second Ctrl-C: now
             _state.pending = False
+            previous(signum, frame)
             raise KeyboardInterrupt
         _state.pending = True
 

@@ -77,6 +77,23 @@ def main(argv: list[str] | None = None) -> int:
     interrupted)."""
     args = list(sys.argv[1:] if argv is None else argv)
     state.debug = "--debug" in args
+    from mlnnkit import _interrupt
+
+    with _interrupt.watched() as ctrl_c:
+        rv = _run(args)
+    if ctrl_c and rv == 0:
+        # A Ctrl-C that something swallowed (NumPy's array coercion can): the command
+        # went on to its end, but what it computed after the interrupt is not trusted.
+        print(
+            "error: interrupted (Ctrl-C arrived while the command ran; it went on to its "
+            "end: check its outputs, or run it again)",
+            file=sys.stderr,
+        )
+        return 130
+    return rv
+
+
+def _run(args: list[str]) -> int:
     try:
         rv = app(args=args, prog_name="mlnnkit", standalone_mode=False)
     except MlnnkitError as e:
