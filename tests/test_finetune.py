@@ -170,7 +170,7 @@ def test_cli_report_contents_and_saved_model(original, tmp_path, cli):
     for name in ("history.png", "scatter.png", "history_scratch.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.glob(".tmp-*"))
-    # the saved model needs nothing of finetune.py: no L2-SP regularizer, plain loss
+    # the saved model needs nothing of mlnnkit.finetune: no L2-SP regularizer, plain loss
     with zipfile.ZipFile(out / "model.keras") as z:
         cfg = z.read("config.json").decode()
     assert "L2SP" not in cfg and "StandardizedMSE" not in cfg

@@ -65,8 +65,7 @@ def read_any(path: Path) -> np.ndarray:
 
 
 def test_dask_results_identical_to_local_path_on_several_files(tmp_path, rng, cluster, model):
-    from mlnnkit.predict_dask import predict_files_dask
-    from mlnnkit.predict_io import plan_jobs, predict_files
+    from mlnnkit.predict import plan_jobs, predict_files, predict_files_dask
 
     make_inputs(tmp_path / "in", rng)
     local = predict_files(model, plan_jobs([str(tmp_path / "in" / "*")], tmp_path / "local"),
@@ -86,8 +85,7 @@ def test_dask_results_identical_to_local_path_on_several_files(tmp_path, rng, cl
 
 
 def test_dask_failing_file_reported_by_name_others_written(tmp_path, rng, cluster, model):
-    from mlnnkit.predict_dask import predict_files_dask
-    from mlnnkit.predict_io import plan_jobs
+    from mlnnkit.predict import plan_jobs, predict_files_dask
 
     (tmp_path / "in").mkdir()
     good = rows(rng, 500)
@@ -109,7 +107,7 @@ def test_dask_failure_inside_a_task_removes_that_output(tmp_path, rng, cluster, 
     """A block that fails on a worker (file changed after it was opened) fails its file only."""
     import pandas as pd
 
-    from mlnnkit.predict_dask import predict_files_dask
+    from mlnnkit.predict import predict_files_dask
 
     bad = tmp_path / "bad.csv"
     pd.DataFrame(rows(rng, 60, 0.0), columns=NAMES).astype(object).assign(

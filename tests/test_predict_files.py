@@ -213,7 +213,7 @@ def test_hdf5_datasets_in_a_group(tmp_path, rng, cli, model, model_path):
 
 
 def test_python_api_predict_file(tmp_path, rng, model):
-    from mlnnkit.predict_io import predict_file
+    from mlnnkit.predict import predict_file
 
     x = rows(rng, 99)
     np.save(tmp_path / "x.npy", x)

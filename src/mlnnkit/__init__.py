@@ -14,16 +14,15 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
-__version__ = "0.1.0"
-
 from mlnnkit import _keras_hook
+from mlnnkit._version import __version__
 from mlnnkit.errors import MlnnkitError, UserError
 
 # Keras finds mlnnkit's layers (saved in .keras files of imported networks) once it is
 # imported, without `import mlnnkit` importing Keras itself.
 _keras_hook.install()
 
-__all__ = ["MlnnkitError", "UserError", "__version__"]
+__all__ = ["MlnnkitError", "UserError", "__version__", "io_names"]
 
 
 def __getattr__(name: str):
@@ -36,6 +35,10 @@ def __getattr__(name: str):
         import importlib
 
         return importlib.import_module("mlnnkit.legacy")
+    if name == "io_names":
+        from mlnnkit.models import io_names
+
+        return io_names
     if name == "predict_array":
         from mlnnkit.predict import predict_array
 

@@ -1,3 +1,4 @@
+# Over 400 lines: one compiled epoch loop; the private Keras/JAX names it touches move to _compat (#13).
 """The fast fit path: a whole training epoch in one compiled JAX call.
 
 ``model.fit`` on JAX dispatches one compiled ``train_step`` per batch from Python; for the

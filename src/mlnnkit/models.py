@@ -1,6 +1,15 @@
-"""Load a saved model whatever its format: ``.keras``, legacy full-model ``.h5``, or
-weights-only ``.weights.h5`` (loaded into the architecture of a run config: weights are
-shared between models of the same architecture).
+"""The one door for models: load any saved model, and read a model's input/output shapes
+and names.
+
+Loading: :func:`load_model` takes ``.keras``, a Keras full-model ``.h5``, or weights-only
+``.weights.h5`` (loaded into the architecture of a run config: weights are shared between
+models of the same architecture); :func:`load_network` also takes a legacy network file
+(OC-SMART ``.h5``, ffbp ``.net``, through :func:`mlnnkit.legacy.load`);
+:func:`load_model_for_predict` refuses one with the import command to run first.
+
+Shapes and names: :func:`model_io_shapes`, :func:`model_io_sizes`,
+:func:`sample_shape`, :func:`check_samples` (the one check of data against a model's
+input), :func:`io_names`.
 
 Keras 3 cannot rebuild the compiled loss of some legacy ``.h5`` files (e.g. "Could not
 deserialize 'keras.metrics.mse'"); those are loaded without their compile state and,
@@ -89,3 +98,234 @@ def load_model(
                 compile_model(model, config.compile)
             return model
         raise UserError(f"{path}: cannot load model: {msg[:300]}") from None
+
+
+# --------------------------------------------------------------------------- legacy files
+def _is_keras_h5(path: Path) -> bool:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return "model_config" in f.attrs or "model_weights" in f
+    except OSError as e:
+        raise UserError(f"{path}: not a readable HDF5 file: {e}") from None
+
+
+def load_network(path: str | Path) -> keras.Model:
+    """Load a model to adapt or run: a Keras model (``.keras``, full-model ``.h5``) or a
+    legacy network file (OC-SMART ``.h5``, ffbp ``.net``) imported with
+    :func:`mlnnkit.legacy.load`.
+
+    Args:
+        path: the model file.
+
+    Example:
+        >>> model = load_network("PACE_Lrc_aaNN.H5")  # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"model file not found: {path}")
+    name = path.name.lower()
+    if name.endswith(".weights.h5"):
+        raise UserError(
+            f"{path}: a weights-only file has no architecture; fine-tune a .keras model instead"
+        )
+    legacy_file = name.endswith(".net") or (
+        name.endswith((".h5", ".hdf5")) and not _is_keras_h5(path)
+    )
+    if legacy_file:
+        from mlnnkit import legacy
+
+        return legacy.load(path)
+    return load_model(path, compile=False)
+
+
+def load_model_for_predict(path: str | Path) -> keras.Model:
+    """Load a saved Keras model (``.keras``, ``.h5``) for inference; a legacy network file
+    (OC-SMART, ffbp, raw HDF5) is refused with the import command to run first.
+
+    Args:
+        path: the model file.
+    """
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() != ".keras":
+        from mlnnkit.legacy import detect_format
+
+        try:
+            fmt = detect_format(path)
+        except UserError:
+            fmt = None
+        if fmt in ("ocsmart", "ffbp", "rawh5"):
+            raise UserError(
+                f"{path} is a {fmt} network file, not a Keras model: import it first "
+                f"(`mlnnkit import {path} -o net.keras`, which verifies it), then predict "
+                "with net.keras"
+            )
+    return load_model(path, compile=False)
+
+
+# --------------------------------------------------------------------------- shapes
+def model_io_shapes(model: keras.Model) -> tuple[tuple, tuple]:
+    """Shapes of one input sample and one output sample of ``model`` (its first input and
+    output tensors)."""
+    return tuple(model.inputs[0].shape[1:]), tuple(model.outputs[0].shape[1:])
+
+
+def sample_shape(model: keras.Model) -> tuple[int, ...]:
+    """The shape of one input sample of a model with one input tensor and no free
+    dimensions besides the rows (what the compiled forward pass needs)."""
+    inputs = getattr(model, "inputs", None)
+    if not inputs:
+        raise UserError(
+            "the model has no defined input shape: build it first (call it once on data, "
+            "or start it with keras.Input(shape))"
+        )
+    if len(inputs) != 1:
+        raise UserError(
+            f"the model has {len(inputs)} inputs; predict_array takes models with one "
+            "input tensor (concatenate the inputs into one array in the model instead)"
+        )
+    shape = tuple(inputs[0].shape[1:])
+    if any(d is None for d in shape):
+        raise UserError(f"the model's input shape {(None, *shape)} has free dimensions besides the rows")
+    return shape
+
+
+def model_io_sizes(model: keras.Model) -> tuple[int, int]:
+    """``(n_inputs, n_outputs)`` of a model taking and giving rows of numbers."""
+    inputs = getattr(model, "inputs", None)
+    outputs = getattr(model, "outputs", None)
+    if not inputs or not outputs:
+        raise UserError("the model has no defined input shape; save it after building it")
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise UserError(
+            f"mlnnkit predict takes models with one input and one output tensor "
+            f"(this one has {len(inputs)} and {len(outputs)}); use mlnnkit.predict_array"
+        )
+    ishape, oshape = tuple(inputs[0].shape[1:]), tuple(outputs[0].shape[1:])
+    if len(ishape) != 1 or len(oshape) > 1:
+        raise UserError(
+            f"mlnnkit predict takes models whose samples are rows of numbers; this one maps "
+            f"{ishape} to {oshape} (use mlnnkit.predict_array)"
+        )
+    return int(ishape[0]), int(oshape[0]) if oshape else 1
+
+
+def check_samples(
+    want: keras.Model | tuple | None, x, what: str = "input", *, by_columns: bool = True
+) -> None:
+    """The one check of data against a model's input: fail with a clear message when the
+    samples of ``x`` (rows first) do not have the shape ``want`` (a shape, or a model whose
+    input shape is read; ``None`` dimensions match anything; an unbuilt model: no check).
+    Rows of numbers are reported as columns vs inputs unless ``by_columns=False``.
+
+    Example:
+        >>> check_samples((7,), np.zeros((3, 5)), "input")  # doctest: +SKIP
+        Traceback (most recent call last):
+        mlnnkit.errors.UserError: input has 5 columns but the model takes 7 inputs
+    """
+    if want is not None and not isinstance(want, tuple):
+        inputs = getattr(want, "inputs", None)
+        want = tuple(inputs[0].shape[1:]) if inputs else None
+    if want is None:
+        return
+    got = tuple(x.shape[1:])
+    if len(want) == len(got) and all(w is None or w == g for w, g in zip(want, got)):
+        return
+    if by_columns and len(got) == 1 and len(want) == 1:
+        raise UserError(f"{what} has {got[0]} columns but the model takes {want[0]} inputs")
+    raise UserError(f"{what} has samples of shape {got} but the model takes {want}")
+
+
+# --------------------------------------------------------------------------- names
+def _layer_names(layer, physical: bool) -> list[str] | None:
+    names = getattr(layer, "names", None)
+    if names is None and physical:
+        names = getattr(layer, "network_names", None)
+    return list(names) if names is not None else None
+
+
+def io_names(model: keras.Model) -> tuple[list[str] | None, list[str] | None]:
+    """The input and output variable names of a model mlnnkit made.
+
+    Physical names when the model has transform layers (:class:`~mlnnkit.layers.InputTransform`
+    first, :class:`~mlnnkit.layers.OutputTransform` last), else the names the scaling layers
+    carry (the network's own variables), else None for the side nobody named.
+
+    Args:
+        model: a ``keras.Model`` (an imported network, physical or bare, or any model).
+
+    Returns:
+        ``(input_names, output_names)``, each a list of strings or None.
+
+    Example:
+        >>> import keras, mlnnkit
+        >>> from mlnnkit.layers import InputScaling, InputTransform
+        >>> x = keras.Input((2,))
+        >>> y = InputTransform(["cos_deg", "log10"], names=["solz", "Lrc_1"])(x)
+        >>> y = InputScaling([0.0, -3.0], [1.0, 0.0], names=["cos_solz", "log_Lrc_1"])(y)
+        >>> mlnnkit.io_names(keras.Model(x, keras.layers.Dense(1)(y)))
+        (['solz', 'Lrc_1'], None)
+    """
+    from mlnnkit.layers import InputScaling, InputTransform, OutputScaling, OutputTransform
+    from mlnnkit.retrieval._chain import chain_info
+
+    info = chain_info(model)  # a chain records its own names (#12)
+    if info is not None:
+        return list(info["input_names"]), list(info["output_names"])
+    layers = list(getattr(model, "layers", []))
+
+    def first(kind):
+        return next((layer for layer in layers if isinstance(layer, kind)), None)
+
+    def last(kind):
+        return next((layer for layer in reversed(layers) if isinstance(layer, kind)), None)
+
+    def pick(transform, scaling):
+        if transform is not None:
+            names = _layer_names(transform, physical=True)
+            if names is not None:
+                return names
+        return _layer_names(scaling, physical=False) if scaling is not None else None
+
+    return (
+        pick(first(InputTransform), first(InputScaling)),
+        pick(last(OutputTransform), last(OutputScaling)),
+    )
+
+
+def model_io_names(model) -> tuple[list[str] | None, list[str] | None]:
+    """Input and output names of ``model`` for reading and writing files: those of
+    :func:`io_names` (a chain's, physical names, the scaling layers' names), else the
+    names of scaling layers nested in sub-models, ``None`` for each side nobody named."""
+    from mlnnkit.layers import InputScaling, OutputScaling
+
+    ins, outs = io_names(model)
+    if ins is not None and outs is not None:
+        return ins, outs
+
+    def walk(layer):
+        for sub in getattr(layer, "layers", []) or []:
+            yield sub
+            yield from walk(sub)
+
+    nested_in = nested_out = None
+    for layer in walk(model):
+        if isinstance(layer, InputScaling) and layer.names and nested_in is None:
+            nested_in = [str(n) for n in layer.names]
+        elif isinstance(layer, OutputScaling) and layer.names:
+            nested_out = [str(n) for n in layer.names]
+    return ins if ins is not None else nested_in, outs if outs is not None else nested_out
+
+
+__all__ = [
+    "check_samples",
+    "io_names",
+    "load_model",
+    "load_model_for_predict",
+    "load_network",
+    "model_io_names",
+    "model_io_shapes",
+    "model_io_sizes",
+    "sample_shape",
+]

@@ -34,7 +34,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from mlnnkit import _atomic
+from mlnnkit import _atomic, _rundir
 from mlnnkit.callbacks import (
     BACKUP_DIR,
     RESUME_DIR,
@@ -46,6 +46,7 @@ from mlnnkit.callbacks import (
 from mlnnkit.config import RunConfig
 from mlnnkit.data import Dataset, load_data
 from mlnnkit.errors import Interrupted, UserError
+from mlnnkit.models import check_samples
 
 
 #: the files a finished run writes (metrics.json last: it marks the run complete)
@@ -81,15 +82,9 @@ def default_verbose() -> int:
 
 
 def check_input_shape(model: keras.Model, x: np.ndarray, what: str = "data") -> None:
-    """Fail with a clear message when rows of ``x`` do not fit the model's input."""
-    want = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
-    if want is None:
-        return
-    got = tuple(x.shape[1:])
-    if len(want) != len(got) or any(w is not None and w != g for w, g in zip(want, got)):
-        raise UserError(
-            f"{what} has samples of shape {got} but the model takes {want}"
-        )
+    """Fail with a clear message when rows of ``x`` do not fit the model's input
+    (:func:`mlnnkit.models.check_samples`)."""
+    check_samples(model, x, what, by_columns=False)
 
 
 def fit(
@@ -178,10 +173,10 @@ def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int =
 def versions() -> dict[str, str]:
     import jax
 
-    import mlnnkit
+    from mlnnkit._version import __version__
 
     return {
-        "mlnnkit": mlnnkit.__version__,
+        "mlnnkit": __version__,
         "python": platform.python_version(),
         "keras": keras.__version__,
         "jax": jax.__version__,
@@ -320,6 +315,7 @@ def save_model(model: keras.Model, path: Path) -> Path:
     return Path(path)
 
 
+@_rundir.one_writer("out_dir", when=lambda a: a["save"])  # one writer per run directory
 def run(
     cfg: RunConfig,
     out_dir: str | Path | None,

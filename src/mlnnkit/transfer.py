@@ -1,3 +1,4 @@
+# Over 400 lines: datasets, base networks, the two-stage fit and the report of one command; split pending (#13).
 """Image transfer learning: reuse a pretrained network's features for a new task.
 
 ``mlnnkit transfer --base NAME_OR_MODEL --data IMAGE_DIR -o OUTDIR`` is :func:`run`:
@@ -36,7 +37,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from mlnnkit import _atomic
+from mlnnkit import _atomic, _rundir
 from mlnnkit.errors import UserError
 
 
@@ -328,6 +329,7 @@ def _scores(
     return {"accuracy": float(np.mean(pred == y)), "loss": float(m.get("loss", np.nan))}, conf
 
 
+@_rundir.one_writer("out_dir")  # one writer per run directory
 def run(
     base: str | Path,
     data_dir: str | Path,
@@ -361,7 +363,7 @@ def run(
     epochs in stage 1, 1e-5 for up to 20 in stage 2 (0 epochs: no stage 2), batch 32.
     The scratch network is trained at ``lr`` for ``epochs + fine_tune_epochs`` epochs.
     """
-    from mlnnkit.finetune import split_rows
+    from mlnnkit.data.rows import split_rows
     from mlnnkit.report import plot_confusion, plot_history
     from mlnnkit.train import save_model
 

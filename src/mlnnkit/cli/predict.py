@@ -82,7 +82,7 @@ def predict(
     same shape. Every output is written under a temporary name and renamed when complete.
     With several inputs, a file that fails is reported and the others go on (exit 2 at the
     end)."""
-    from mlnnkit import predict_io
+    from mlnnkit import predict as predict_io
     from mlnnkit.errors import UserError
 
     addresses = [f for f in files if _ADDRESS.match(f)]
@@ -119,7 +119,7 @@ def predict(
         if not dask:
             results = predict_io.predict_files(net, jobs, **kwargs)
         else:
-            from mlnnkit.predict_dask import predict_files_dask
+            from mlnnkit.predict import predict_files_dask
 
             results = predict_files_dask(net, jobs, address=address, **kwargs)
     failed = [r for r in results if r.error]

@@ -10,8 +10,23 @@ the target is ``Miles_per_Gallon``. Features are normalized inside the model (se
 
 from __future__ import annotations
 
-from mlnnkit.data import Dataset
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from mlnnkit.data._base import Dataset, SourceConfig
 from mlnnkit.errors import UserError
+
+
+class AutoMpgSource(SourceConfig):
+    """The Auto MPG table (vega_datasets `cars`): predict Miles_per_Gallon."""
+
+    source: Literal["auto_mpg"]
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+
+
+CONFIG = AutoMpgSource  # this source's part of the run config
 
 FEATURES = [
     "Cylinders",
@@ -44,7 +59,9 @@ def frame():
     return df[FEATURES + [TARGET]].astype("float64").reset_index(drop=True)
 
 
-def load(src, seed: int = 0) -> Dataset:
+def load(src, seed: int = 0, *, base_dir: Path = Path(".")) -> Dataset:
+    """Load the table; train/test split as the tutorial does (a seeded pandas sample, kept
+    rather than :func:`mlnnkit.data.rows.split_rows` so the rows match the tutorial's)."""
     df = frame()
     # The tutorial's split: a seeded pandas sample for training, the rest for testing.
     train = df.sample(frac=1.0 - src.test_fraction, random_state=seed)

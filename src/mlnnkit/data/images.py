@@ -14,11 +14,31 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
-from mlnnkit.data import Dataset
+from mlnnkit.data._base import Dataset, SourceConfig
 from mlnnkit.errors import UserError
+
+
+class ImageSource(SourceConfig):
+    """MNIST-style image sets: the standard idx files, from a local folder or Keras."""
+
+    source: Literal["mnist", "fashion_mnist"]
+    data_dir: Path | None = Field(
+        None,
+        description="Folder with the four idx(.gz) files (or mnist.npz). Default: Debian's "
+        "/usr/share/datasets/<name>, then the Keras cache/download.",
+    )
+    train_size: int | None = Field(None, gt=0, description="Use only the first N training images.")
+    test_size: int | None = Field(None, gt=0, description="Use only the first N test images.")
+    classes: list[int] | None = Field(None, description="Keep only these labels (relabelled 0..k-1).")
+    scale: float = Field(255.0, gt=0, description="Pixels are divided by this (0..255 -> 0..1).")
+
+
+CONFIG = ImageSource  # this source's part of the run config
 
 DEBIAN_DIRS = {
     "fashion_mnist": Path("/usr/share/datasets/fashion-mnist"),
@@ -116,14 +136,15 @@ def load_arrays(name: str, data_dir: Path | None = None) -> dict[str, np.ndarray
 
 def _scaled(raw: np.ndarray, scale: float) -> np.ndarray:
     """``raw / scale`` in float32, in an aligned array (see ``data.aligned_empty``)."""
-    from mlnnkit.data import aligned_empty
+    from mlnnkit.data._base import aligned_empty
 
     out = aligned_empty(raw.shape, "float32")
     np.divide(raw, np.float32(scale), out=out, dtype="float32")
     return out
 
 
-def load(src, base_dir: Path = Path(".")) -> Dataset:
+def load(src, base_dir: Path = Path("."), *, seed: int = 0) -> Dataset:
+    """Load an image set (``seed`` is unused: the files fix the train/test split)."""
     data_dir = src.data_dir
     if data_dir is not None and not Path(data_dir).is_absolute():
         data_dir = Path(base_dir) / data_dir

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from mlnnkit import _atomic
 from mlnnkit.errors import UserError
 from mlnnkit.legacy import _hdf5, ffbp, ocsmart, rawh5
-from mlnnkit.legacy.spec import NetworkSpec, Scaling
+from mlnnkit.legacy.spec import MAX_RANGE, MAX_WEIGHT, NetworkSpec, Scaling
 
 if TYPE_CHECKING:
     import keras
@@ -44,6 +44,7 @@ __all__ = [
     "from_keras",
     "input_ranges",
     "load",
+    "physical_recipe",
     "read",
     "save",
     "source_format",
@@ -113,12 +114,28 @@ def detect_format(path: str | Path) -> str:
     )
 
 
-def read(path: str | Path, format: str | None = None, **options: Any) -> NetworkSpec:
+def read(
+    path: str | Path,
+    format: str | None = None,
+    *,
+    allow_large_weights: bool = False,
+    max_weight: float | None = MAX_WEIGHT,
+    max_range: float | None = MAX_RANGE,
+    **options: Any,
+) -> NetworkSpec:
     """Read a legacy network file into a :class:`NetworkSpec` (format detected if None).
 
-    ``options`` go to the rawh5 reader (``weights``, ``biases``, ``activations``,
-    ``transpose``, ``norm_in``, ``norm_out``, ``scale_range``); options that are None
-    are ignored.
+    Args:
+        path: the network file.
+        format: ``"ocsmart"``, ``"ffbp"``, ``"rawh5"``, ``"keras"`` or None (detect).
+        allow_large_weights: False (default): a weight or bias beyond ``max_weight`` or
+            a range limit beyond ``max_range`` in magnitude is refused as a damaged file
+            (UserError naming the dataset or line and the value); True: no such limit.
+        max_weight: the limit for weights and biases (default 1e4; the largest in 136
+            real C2RCC networks is 208).
+        max_range: the limit for input and output range limits (default 1e12).
+        **options: the rawh5 reader's (``weights``, ``biases``, ``activations``,
+            ``transpose``, ``norm_in``, ``norm_out``, ``scale_range``); None is ignored.
 
     Example:
         >>> spec = read("net.h5", "rawh5", weights="W{i}", activations="tanh,linear")  # doctest: +SKIP
@@ -126,17 +143,18 @@ def read(path: str | Path, format: str | None = None, **options: Any) -> Network
     options = {k: v for k, v in options.items() if v is not None}
     fmt = format or detect_format(path)
     if fmt == "keras":
-        from mlnnkit.legacy._keras import from_keras
-        from mlnnkit.models import load_model
+        from mlnnkit.legacy._keras import from_keras, read_keras_file
 
-        return from_keras(load_model(path, compile=False))
+        return from_keras(read_keras_file(path))
     module = _format_module(fmt)
     if options and module is not rawh5:
         raise UserError(
             f"options {', '.join(sorted(options))} apply to --format rawh5 only; "
             f"{path} is read as {fmt}"
         )
-    return module.read(path, **options)
+    if allow_large_weights:
+        max_weight = max_range = None
+    return module.read(path, max_weight=max_weight, max_range=max_range, **options)
 
 
 def write(spec: NetworkSpec, path: str | Path, format: str, **options: Any) -> Path:
@@ -157,9 +175,20 @@ def load(
     check: bool = True,
     samples: int = 2048,
     tolerance: float = 1e-5,
+    allow_large_weights: bool = False,
+    physical: bool = False,
+    transforms: str | list[str] | None = None,
+    output_transforms: str | list[str] | None = None,
+    names: str | list[str] | None = None,
+    output_names: str | list[str] | None = None,
     **options: Any,
 ) -> keras.Model:
     """Import a legacy network file as a Keras model, checked against the file's math.
+
+    With ``physical=True`` the model takes and gives physical values, named:
+    ``InputTransform -> InputScaling -> Dense ... -> OutputScaling -> OutputTransform``,
+    the transforms from the network's family (:func:`mlnnkit.retrieval.resolve`: an
+    OC-SMART file name, C2RCC ``log_X`` names) or from ``transforms``.
 
     Args:
         path: the network file.
@@ -168,23 +197,80 @@ def load(
         sigmoid: ``"exact"`` (default) or ``"snap"`` (SNAP's tabulated sigmoid, for ffbp).
         check: run :func:`verify` on ``samples`` inputs and raise
             :class:`~mlnnkit.errors.VerificationError` above ``tolerance`` of the output
-            ranges (default True).
-        **options: rawh5 reader options (see :func:`read`).
+            ranges (default True); a physical model is verified whole.
+        allow_large_weights: False (default): refuse weights or biases beyond 1e4 and
+            range limits beyond 1e12 in magnitude as a damaged file (see :func:`read`).
+        physical: take and give physical values (default False: the network's own).
+        transforms, output_transforms: per-variable transforms, ``"cos_deg:1-3,log10:4-5"``
+            (1-based) or one name per variable; they override the family's for the
+            variables they list (default None). Giving any of these four implies
+            ``physical=True``.
+        names, output_names: physical names, a comma list or a list (default None: the
+            family's, or the file's names without ``log_``).
+        **options: rawh5 reader options, ``max_weight``, ``max_range`` (see :func:`read`).
+
+    Raises:
+        UserError: ``physical=True`` for a file of no known family without
+            ``transforms``/``output_transforms``; options that do not fit the network.
 
     Example:
+        >>> model = load("PACE_Lrc_aaNN.H5", physical=True)   # doctest: +SKIP
+        >>> mlnnkit.io_names(model)[0][:4]                     # doctest: +SKIP
+        ['solz', 'senz', 'relaz', 'Lrc_1']
         >>> model = load("PACE_Lrc_aaNN.H5")                   # doctest: +SKIP
         >>> model = load("net.h5", weights="W{i}", biases="b{i}",
         ...              activations="tanh,linear")            # doctest: +SKIP
     """
     from mlnnkit.legacy._keras import to_keras
 
-    spec = read(path, format, **options)
-    model = to_keras(spec, dtype, sigmoid=sigmoid, name=Path(path).stem)
+    spec = read(path, format, allow_large_weights=allow_large_weights, **options)
+    recipe = physical_recipe(
+        spec,
+        path,
+        physical=physical,
+        transforms=transforms,
+        output_transforms=output_transforms,
+        names=names,
+        output_names=output_names,
+    )
+    model = to_keras(spec, dtype, sigmoid=sigmoid, name=Path(path).stem, recipe=recipe)
     if check:
         verify(model, spec, samples=samples, tolerance=tolerance).raise_if_failed(
             f"the model imported from {path}"
         )
     return model
+
+
+def physical_recipe(
+    spec: NetworkSpec,
+    path: str | Path,
+    *,
+    physical: bool = False,
+    transforms=None,
+    output_transforms=None,
+    names=None,
+    output_names=None,
+    options: dict[str, str] | None = None,
+):
+    """The :class:`~mlnnkit.retrieval.Recipe` of a physical import, or None (bare).
+
+    None when ``physical`` is False and none of the four transform/name arguments is
+    given; ``options`` says how errors name them (default: these parameter names).
+    """
+    given = (transforms, output_transforms, names, output_names)
+    if not physical and all(v is None for v in given):
+        return None
+    from mlnnkit.retrieval import _recipes
+
+    return _recipes.resolve(
+        spec,
+        path,
+        transforms=transforms,
+        output_transforms=output_transforms,
+        names=names,
+        output_names=output_names,
+        options=options or _recipes.PARAMETERS,
+    )
 
 
 def save(
@@ -197,6 +283,9 @@ def save(
     **options: Any,
 ) -> VerifyResult:
     """Write ``model`` in a legacy format; the written file is read back and verified.
+
+    A physical model's transform layers are left out (a legacy file has no place for
+    them): the file holds the bare network, verified against the whole physical model.
 
     Args:
         model: an imported (possibly fine-tuned) model, or one built from Dense layers.
@@ -227,7 +316,7 @@ def save(
         raise UserError(f"cannot export model {model.name!r} as {fmt}: {e}") from None
     with _atomic.atomic_path(path) as tmp:
         module.write(spec, tmp, **options)
-        back = module.read(tmp)
+        back = module.read(tmp, max_weight=None, max_range=None)  # the model's own values
         result = verify(model, back, samples=samples, tolerance=tolerance)
         result.raise_if_failed(f"the {fmt} file written from model {model.name!r}")
     return result
@@ -241,6 +330,7 @@ def verify(
     tolerance: float = 1e-5,
     seed: int = 0,
     format: str | None = None,
+    allow_large_weights: bool = False,
     **options: Any,
 ) -> VerifyResult:
     """Compare ``model`` with the float64 NumPy reference of a legacy file (or spec).
@@ -248,7 +338,7 @@ def verify(
     Returns a :class:`VerifyResult` with the per-output max absolute error and max error
     relative to the output's range; ``result.passed`` is ``max <= tolerance``. For a
     rawh5 file, the reading options the model was imported with are reused unless
-    given.
+    given; ``allow_large_weights`` (default False) is :func:`read`'s.
 
     Example:
         >>> r = verify(model, "PACE_Lrc_aaNN.H5")  # doctest: +SKIP
@@ -267,5 +357,5 @@ def verify(
             layer = next((l for l in _layers(model) if isinstance(l, InputScaling)), None)
             if layer is not None and layer.source_format == rawh5.NAME:
                 options = dict(layer.source_options)
-        spec = read(source, fmt, **options)
+        spec = read(source, fmt, allow_large_weights=allow_large_weights, **options)
     return _verify(model, spec, samples=samples, tolerance=tolerance, seed=seed)

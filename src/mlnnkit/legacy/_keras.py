@@ -2,7 +2,10 @@
 
 An imported network is the functional model ``Input -> InputScaling -> Dense ... ->
 OutputScaling``: plain Dense layers (kernel ``W.T``, bias ``b``), with the ranges, names
-and provenance in the two scaling layers of :mod:`mlnnkit.layers`.
+and provenance in the two scaling layers of :mod:`mlnnkit.layers`. A physical import
+(a :class:`~mlnnkit.retrieval.Recipe`) adds ``InputTransform`` before and
+``OutputTransform`` after, with the physical names; the scaling layers keep the network's
+own ranges and names.
 """
 
 from __future__ import annotations
@@ -14,7 +17,13 @@ import numpy as np
 
 from mlnnkit._precision import enable_float64
 from mlnnkit.errors import UserError
-from mlnnkit.layers import InputScaling, OutputScaling, snap_sigmoid
+from mlnnkit.layers import (
+    InputScaling,
+    InputTransform,
+    OutputScaling,
+    OutputTransform,
+    snap_sigmoid,
+)
 from mlnnkit.legacy.spec import ACTIVATIONS, ALIASES, NetworkSpec, Scaling
 
 DTYPES = ("float32", "float64")
@@ -37,6 +46,22 @@ def _check_dtype(dtype: str) -> str:
     return dtype
 
 
+def fits_float32(spec: NetworkSpec) -> bool:
+    """True when every weight, bias and range limit of ``spec`` is finite in float32.
+
+    Example:
+        >>> import numpy as np
+        >>> fits_float32(NetworkSpec([np.full((1, 1), 1e39)], [np.zeros(1)], ["linear"]))
+        False
+    """
+    big = float(np.finfo(np.float32).max)
+    arrays = list(spec.weights) + list(spec.biases)
+    for s in (spec.input_scaling, spec.output_scaling):
+        if s is not None:
+            arrays += [s.minimum, s.maximum]
+    return all(not np.any(np.abs(np.asarray(a, np.float64)) > big) for a in arrays)
+
+
 def model_name(text: str) -> str:
     """A Keras-safe model name from a file stem: ``"PACE_Lrc_aaNN"``."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", text).strip("_") or "network"
@@ -49,6 +74,7 @@ def to_keras(
     *,
     sigmoid: str = "exact",
     name: str = "network",
+    recipe=None,
 ) -> keras.Model:
     """Build the Keras model that computes what ``spec`` describes.
 
@@ -60,6 +86,9 @@ def to_keras(
             layers use SNAP's tabulated sigmoid (:func:`mlnnkit.layers.snap_sigmoid`) to
             reproduce SNAP's outputs exactly.
         name: the model's name.
+        recipe: a :class:`~mlnnkit.retrieval.Recipe` (default None: the bare network):
+            the model then takes and gives physical values, ``InputTransform`` first and
+            ``OutputTransform`` last.
 
     Example:
         >>> model = to_keras(mlnnkit.legacy.read("net.h5"))  # doctest: +SKIP
@@ -69,10 +98,24 @@ def to_keras(
     dtype = _check_dtype(dtype)
     if sigmoid not in ("exact", "snap"):
         raise UserError(f"sigmoid {sigmoid!r}: use exact or snap")
+    if dtype == "float32" and not fits_float32(spec):
+        raise UserError(
+            "the network holds values beyond float32's range (3.4e38): import it with "
+            "--dtype float64 (library: dtype='float64')"
+        )
     if dtype == "float64":
         enable_float64()
     s_in, s_out = spec.input_scaling, spec.output_scaling
     inputs = keras.Input((spec.n_inputs,), dtype=dtype, name="inputs")
+    x = inputs
+    if recipe is not None:
+        x = InputTransform(
+            recipe.input_transforms,
+            names=recipe.input_names,
+            network_names=recipe.network_input_names,
+            dtype=dtype,
+            name="input_transform",
+        )(x)
     x = InputScaling(
         minimum=None if s_in is None else s_in.minimum.tolist(),
         maximum=None if s_in is None else s_in.maximum.tolist(),
@@ -83,7 +126,7 @@ def to_keras(
         header=spec.header,
         dtype=dtype,
         name="input_scaling",
-    )(inputs)
+    )(x)
     dense = []
     for k, (w, b, act) in enumerate(zip(spec.weights, spec.biases, spec.activations)):
         activation = snap_sigmoid if (act == "sigmoid" and sigmoid == "snap") else act
@@ -101,9 +144,20 @@ def to_keras(
         dtype=dtype,
         name="output_scaling",
     )(x)
+    if recipe is not None:
+        outputs = OutputTransform(
+            recipe.output_transforms,
+            names=recipe.output_names,
+            network_names=recipe.network_output_names,
+            dtype=dtype,
+            name="output_transform",
+        )(outputs)
     model = keras.Model(inputs, outputs, name=model_name(name))
-    for layer, w, b in dense:
-        layer.set_weights([np.asarray(w).T.astype(dtype), np.asarray(b).reshape(-1).astype(dtype)])
+    with np.errstate(over="ignore"):  # checked above: nothing overflows
+        for layer, w, b in dense:
+            layer.set_weights(
+                [np.asarray(w).T.astype(dtype), np.asarray(b).reshape(-1).astype(dtype)]
+            )
     return model
 
 
@@ -134,6 +188,9 @@ def _layers(model: keras.Model) -> list:
 def from_keras(model: keras.Model) -> NetworkSpec:
     """Describe a model of shape ``[InputScaling] -> Dense ... -> [OutputScaling]``.
 
+    A physical model's ``InputTransform`` (first) and ``OutputTransform`` (last) are left
+    out: the spec is the bare network, which is all a legacy file can hold.
+
     Works for imported networks (fine-tuned or not) and for models built from scratch
     from Dense layers (a linear Activation layer after a Dense is merged into it; Dropout
     and noise layers, which do nothing at inference, are skipped). Anything else raises
@@ -153,6 +210,10 @@ def from_keras(model: keras.Model) -> NetworkSpec:
             "a legacy network takes flat vectors (rows x inputs)"
         )
     layers = _layers(model)
+    if layers and isinstance(layers[0], InputTransform):
+        layers.pop(0)
+    if layers and isinstance(layers[-1], OutputTransform):
+        layers.pop()
     in_layer = layers.pop(0) if layers and isinstance(layers[0], InputScaling) else None
     out_layer = layers.pop() if layers and isinstance(layers[-1], OutputScaling) else None
     weights, biases, acts = [], [], []
@@ -172,7 +233,7 @@ def from_keras(model: keras.Model) -> NetworkSpec:
             acts[-1] = _activation_name(layer)
         elif kind in _IDENTITY_AT_INFERENCE:
             continue
-        elif isinstance(layer, (InputScaling, OutputScaling)):
+        elif isinstance(layer, (InputScaling, OutputScaling, InputTransform, OutputTransform)):
             raise UserError(
                 f"layer {layer.name!r} ({kind}) sits between Dense layers; a legacy network "
                 "scales only its inputs (first layer) and outputs (last layer)"
@@ -215,6 +276,21 @@ def _model_where(model, layers):
     return where
 
 
+def read_keras_file(path) -> keras.Model:
+    """A saved Keras model (``.keras``, full-model ``.h5``) for :func:`from_keras`, without
+    its compile state (the legacy layer reads it itself rather than through
+    :mod:`mlnnkit.models`, which sits above it and imports it)."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return keras.saving.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001 - Keras raises many types
+        msg = " ".join(str(e).split())
+        raise UserError(f"{path}: cannot load model: {msg[:300]}") from None
+
+
 def input_ranges(model: keras.Model) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
     """``(mins, maxs, names)`` of the model's inputs from its InputScaling layer, or None.
 
@@ -251,3 +327,4 @@ def model_dtype(model: keras.Model) -> str:
     """The dtype samples must have to enter the model (``"float32"``/``"float64"``)."""
     dt = str(getattr(model.inputs[0], "dtype", "float32"))
     return "float64" if "float64" in dt else "float32"
+

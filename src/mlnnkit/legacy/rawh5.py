@@ -27,7 +27,7 @@ import numpy as np
 
 from mlnnkit.errors import UserError
 from mlnnkit.legacy import _hdf5
-from mlnnkit.legacy.spec import NetworkSpec, Scaling, canonical_activation
+from mlnnkit.legacy.spec import MAX_RANGE, MAX_WEIGHT, NetworkSpec, Scaling, canonical_activation
 
 NAME = "rawh5"
 DESCRIPTION = "raw-weight HDF5"
@@ -153,6 +153,8 @@ def read(
     scale_range: str | Sequence[float] | None = None,
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
+    max_weight: float | None = MAX_WEIGHT,
+    max_range: float | None = MAX_RANGE,
 ) -> NetworkSpec:
     """Read per-layer arrays from an HDF5 file into a :class:`NetworkSpec`.
 
@@ -170,6 +172,9 @@ def read(
         scale_range: the network's interval for the scaled values (default: the range
             dataset's ``scale_range`` attribute, else ``-1,1``).
         input_names, output_names: variable names (default: the file's attributes).
+        max_weight, max_range: refuse a weight or bias (default beyond 1e4) or a range
+            limit (default beyond 1e12) of larger magnitude, as a damaged file; None: no
+            limit.
     """
     p = str(path)
     with _hdf5.open_h5(path, DESCRIPTION) as f:
@@ -289,7 +294,7 @@ def read(
             "norm_out": norm_out,
         },
     )
-    return spec.validate(p, where)
+    return spec.validate(p, where, max_weight=max_weight, max_range=max_range)
 
 
 def check_writable(spec: NetworkSpec) -> None:

@@ -9,6 +9,10 @@ Public surface:
 - :class:`PruningCallback` - the Keras callback reporting a validation metric per epoch;
 - :class:`TuneSettings`, :func:`tune`, :class:`StudyResult` - one ``mlnnkit tune`` call.
 
+The search-space grammar (``parse_path``, ``Dimension``, ``TuneConfig``) lives in the
+private ``_grammar`` module, which :mod:`mlnnkit.config` imports: this package therefore
+imports its heavy parts (Optuna, Keras) on first use of a public name only.
+
 Example:
     >>> from mlnnkit.config import load_config                      # doctest: +SKIP
     >>> from mlnnkit.tune import TuneSettings, tune                  # doctest: +SKIP
@@ -18,8 +22,34 @@ Example:
 
 from __future__ import annotations
 
-from mlnnkit.tune._pruning import PruningCallback
-from mlnnkit.tune._space import SearchSpace
-from mlnnkit.tune._study import StudyResult, TuneSettings, infer_direction, tune
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlnnkit.tune._pruning import PruningCallback
+    from mlnnkit.tune._space import SearchSpace
+    from mlnnkit.tune._study import StudyResult, TuneSettings, infer_direction, tune
+
+_LAZY = {
+    "PruningCallback": "mlnnkit.tune._pruning",
+    "SearchSpace": "mlnnkit.tune._space",
+    "StudyResult": "mlnnkit.tune._study",
+    "TuneSettings": "mlnnkit.tune._study",
+    "infer_direction": "mlnnkit.tune._study",
+    "tune": "mlnnkit.tune._study",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = ["PruningCallback", "SearchSpace", "StudyResult", "TuneSettings", "infer_direction", "tune"]

@@ -7,8 +7,9 @@ import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mlnnkit.config import Dimension, RunConfig, parse_config, parse_path
+from mlnnkit.config import RunConfig, parse_config
 from mlnnkit.errors import UserError
+from mlnnkit.tune._grammar import Dimension, parse_path
 
 if TYPE_CHECKING:
     import optuna

@@ -1,3 +1,4 @@
+# Over 400 lines: one compiled program and the worker threads feeding it are one mechanism.
 """Chunked, compiled inference of any Keras model over arrays of any size.
 
 :func:`predict_array` runs a model's forward pass compiled once with XLA (``jax.jit`` over
@@ -12,7 +13,7 @@ is on, as its import leaves it.
 
 :func:`predict_stream` is the same machinery fed block by block by a reader and drained by
 a writer (both on their own threads): files larger than memory go through it with memory
-bounded by a few blocks. ``mlnnkit predict`` (:mod:`mlnnkit.predict_io`) uses both.
+bounded by a few blocks. ``mlnnkit predict`` (:mod:`mlnnkit.predict._files`) uses both.
 
 Example:
     >>> import numpy as np, keras, mlnnkit
@@ -38,6 +39,8 @@ from typing import Any, Self
 import numpy as np
 
 from mlnnkit.errors import UserError
+from mlnnkit.models import check_samples
+from mlnnkit.models import sample_shape as _sample_shape
 
 __all__ = ["Forward", "default_chunk_rows", "forward_for", "predict_array", "predict_stream"]
 
@@ -100,24 +103,6 @@ _FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 
-def _model_sample_shape(model) -> tuple[int, ...]:
-    inputs = getattr(model, "inputs", None)
-    if not inputs:
-        raise UserError(
-            "the model has no defined input shape: build it first (call it once on data, "
-            "or start it with keras.Input(shape))"
-        )
-    if len(inputs) != 1:
-        raise UserError(
-            f"the model has {len(inputs)} inputs; predict_array takes models with one "
-            "input tensor (concatenate the inputs into one array in the model instead)"
-        )
-    shape = tuple(inputs[0].shape[1:])
-    if any(d is None for d in shape):
-        raise UserError(f"the model's input shape {(None, *shape)} has free dimensions besides the rows")
-    return shape
-
-
 def compute_dtype(model) -> type:
     """float32, or float64 for a model with float64 weights while JAX's 64-bit mode is
     on (an imported network that float32 arithmetic cannot reproduce closely enough)."""
@@ -140,6 +125,8 @@ def _make_fn(model, dtype):
         y, _ = model.stateless_call(tv, ntv, x, training=False)
 
         def mask(a):
+            if not jnp.issubdtype(a.dtype, jnp.floating):
+                return a  # e.g. the uint8 quality flags (they flag such rows themselves)
             a = a.astype(dtype)
             return jnp.where(bad.reshape((-1,) + (1,) * (a.ndim - 1)), jnp.nan, a)
 
@@ -158,7 +145,7 @@ def forward_for(model, chunk_rows: int | None = None) -> Forward:
     """
     import jax
 
-    sample_shape = _model_sample_shape(model)
+    sample_shape = _sample_shape(model)
     dtype = compute_dtype(model)
     with _LOCK:
         per_model = _FORWARDS.setdefault(model, {})
@@ -192,7 +179,7 @@ def default_chunk_rows(model) -> int:
     """
     import jax
 
-    sample_shape = _model_sample_shape(model)
+    sample_shape = _sample_shape(model)
     dtype = compute_dtype(model)
     probe = 1024
     fn = _make_fn(model, dtype)
@@ -215,16 +202,6 @@ def _output_like(fw: Forward, n: int):
     import jax
 
     return jax.tree.map(lambda s: np.empty((n, *s.shape[1:]), s.dtype), fw.output_struct)
-
-
-def _check_rows(fw: Forward, x, where: str = "input") -> None:
-    got = tuple(x.shape[1:])
-    if got != fw.sample_shape:
-        if len(got) == 1 and len(fw.sample_shape) == 1:
-            raise UserError(
-                f"{where} has {got[0]} columns but the model takes {fw.sample_shape[0]} inputs"
-            )
-        raise UserError(f"{where} has samples of shape {got} but the model takes {fw.sample_shape}")
 
 
 @dataclass
@@ -326,6 +303,8 @@ def predict_array(
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     out=None,
+    flags: bool = False,
+    limit_margin: float = 0.02,
 ):
     """Predict ``model`` on every row of ``x``, chunk by chunk, with a compiled forward
     pass in float32 (float64 for a float64 model in JAX's 64-bit mode, see
@@ -343,18 +322,34 @@ def predict_array(
         progress: called with the number of rows finished after every chunk.
         out: where to write the outputs (an array of the result's shape and dtype, e.g.
             a ``np.lib.format.open_memmap`` of a ``.npy`` file); default: a new array.
+            With ``flags``, a pair ``(outputs, flags)`` of such arrays.
+        flags: also return the per-row ``uint8`` quality flags, computed in the same
+            compiled program (:func:`mlnnkit.retrieval.flags_model`: inputs and outputs
+            of every network against its ranges, the chain's scope test, invalid inputs).
+            Default False.
+        limit_margin: with ``flags``, the margin of ``output_at_limit`` in the network's
+            own variables (default 0.02, C2RCC's).
 
     Returns:
         ``numpy.ndarray`` of shape ``(rows, *output_shape)``, float32 (or the model's
         output structure of such arrays). Rows with NaN or +-Inf in any input are NaN.
+        With ``flags``: ``(outputs, flags)``, flags of shape ``(rows,)``, ``uint8``.
 
     Example:
         >>> y = mlnnkit.predict_array(model, np.load("x.npy", mmap_mode="r"))  # doctest: +SKIP
     """
+    if flags:
+        from mlnnkit.retrieval import flags_model
+
+        y, f = predict_array(
+            flags_model(model, limit_margin), x, chunk_rows, workers=workers,
+            progress=progress, out=list(out) if out is not None else None,
+        )  # fmt: skip
+        return y, f
     fw = forward_for(model, chunk_rows)
     if not hasattr(x, "shape") or not hasattr(x, "__getitem__"):
         x = np.asarray(x, dtype=np.float32)
-    _check_rows(fw, x)
+    check_samples(fw.sample_shape, x)
     if out is None:
         out = _output_like(fw, len(x))
     else:
@@ -413,7 +408,7 @@ def predict_stream(
             for start, xb in blocks:
                 if pool.stop.is_set():
                     return
-                _check_rows(fw, xb)
+                check_samples(fw.sample_shape, xb)
                 buf = None
                 while not pool.stop.is_set():
                     try:

@@ -1,4 +1,4 @@
-"""``mlnnkit predict --dask``: the work of :mod:`mlnnkit.predict_io` as Dask tasks.
+"""``mlnnkit predict --dask``: the work of :mod:`mlnnkit.predict` as Dask tasks.
 
 Every input file is cut into row ranges that are cheap to read on their own (whole lines
 of a scene, row groups of a Parquet file, blocks of a ``.npy`` map; a CSV file is one
@@ -15,7 +15,7 @@ whose workers must see the same files and have mlnnkit installed. The model is s
 every worker once (``Client.scatter``) and compiled there once.
 
 Example:
-    >>> from mlnnkit.predict_dask import predict_files_dask
+    >>> from mlnnkit.predict import predict_files_dask
     >>> jobs = plan_jobs(["scenes/*.nc"], "outdir/")  # doctest: +SKIP
     >>> results = predict_files_dask(model, jobs, address="tcp://10.0.0.5:8786")  # doctest: +SKIP
 """
@@ -35,21 +35,16 @@ import numpy as np
 
 from mlnnkit import _atomic
 from mlnnkit.errors import UserError
-from mlnnkit.predict_io import (
-    FileResult,
-    Source,
-    error_text,
-    model_io_sizes,
-    open_sink,
-    open_source,
-    prepare,
-)
+from mlnnkit.models import model_io_sizes
+from mlnnkit.predict._base import Source
+from mlnnkit.predict._files import FileResult, error_text, prepare
+from mlnnkit.predict._kinds import open_sink, open_source
 
 
 def _block_task(model, path: str, n_inputs: int, columns: list[str], start: int, stop: int,
                 chunk_rows: int | None) -> np.ndarray:  # fmt: skip
     """One task: read rows ``start:stop`` of ``path`` and predict them (on a worker)."""
-    from mlnnkit.predict import predict_array
+    from mlnnkit.predict._forward import predict_array
 
     source = open_source(path, n_inputs, None if Path(path).suffix == ".npy" else columns)
     try:
@@ -130,11 +125,11 @@ def predict_files_dask(
     on_done: Callable[[FileResult], None] | None = None,
 ) -> list[FileResult]:
     """Predict every ``(input, output)`` job as Dask tasks; same arguments and results as
-    :func:`mlnnkit.predict_io.predict_files`, plus ``address`` (see :func:`dask_client`)
+    :func:`mlnnkit.predict.predict_files`, plus ``address`` (see :func:`dask_client`)
     and ``tasks_per_thread`` (tasks in flight per worker thread: bounds the memory)."""
     from distributed import as_completed
 
-    from mlnnkit.predict import compute_dtype
+    from mlnnkit.predict._forward import compute_dtype
 
     n_in, _ = model_io_sizes(model)
     dtype = compute_dtype(model)

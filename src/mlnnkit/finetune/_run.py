@@ -1,0 +1,398 @@
+"""The fine-tuning run: :func:`finetune` (split, freeze, penalize, fit, measure) on
+arrays, and :func:`run` (``mlnnkit finetune``: load, read, check, fine-tune, write OUTDIR).
+
+Example:
+    >>> from mlnnkit import finetune
+    >>> res = finetune.run("net.h5", "matchups.csv", "runs/ft",  # doctest: +SKIP
+    ...                    inputs="Rrs_*", targets="chl", freeze=1, l2sp=1e-3)
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from mlnnkit import _atomic
+from mlnnkit.data.rows import split_rows
+from mlnnkit.data.tables import TableData, read_xy
+from mlnnkit.errors import UserError
+from mlnnkit.finetune._freeze import (
+    _restore_trainable,
+    _trainable_flags,
+    freeze_layers,
+    scratch_copy,
+)
+from mlnnkit.finetune._losses import (
+    StandardizedMSE,
+    attach_l2sp,
+    detach_l2sp,
+    l2sp_penalty,
+    target_scale,
+)
+from mlnnkit.finetune._report import regression_metrics, verdict
+from mlnnkit.models import load_network, model_io_shapes
+
+LEGACY_SUFFIX = {"ocsmart": ".h5", "ffbp": ".net"}
+
+
+# --------------------------------------------------------------------------- model and data
+def input_ranges(model: keras.Model):
+    """``(mins, maxs, names)`` of an imported network's inputs, or None when unknown."""
+    from mlnnkit.legacy import input_ranges as ranges
+
+    return ranges(model)
+
+
+def source_format(model: keras.Model) -> str | None:
+    """The legacy format the network came from (``"ocsmart"``, ``"ffbp"``), or None."""
+    from mlnnkit.legacy import source_format as fmt
+
+    return fmt(model)
+
+
+def _ranges_names(model: keras.Model) -> list[str] | None:
+    r = input_ranges(model)
+    if r is None or r[2] is None:
+        return None
+    return [str(n) for n in r[2]]
+
+
+def read_data(
+    path: str | Path,
+    model: keras.Model,
+    *,
+    inputs: str | list[str] | None = None,
+    targets: str | list[str] | None = None,
+    drop_nonfinite: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> TableData:
+    """Read fine-tuning rows from ``path`` and check them against ``model``
+    (:func:`mlnnkit.data.tables.read_xy` with the model's sample shapes and, for an
+    imported network, its own input names)."""
+    in_shape, out_shape = model_io_shapes(model)
+    return read_xy(
+        path, in_shape, out_shape, known_inputs=_ranges_names(model), inputs=inputs,
+        targets=targets, drop_nonfinite_rows=drop_nonfinite, warn=warn or _stderr,
+    )  # fmt: skip
+
+
+def _stderr(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)
+
+
+def range_warning(
+    model: keras.Model, x: np.ndarray, input_names: list[str] | None = None
+) -> str | None:
+    """A one-line message when rows of ``x`` fall outside the network's input ranges
+    (the fraction of rows, and the inputs concerned with their own fractions and ranges),
+    or None when every row is inside or the network has no known ranges."""
+    r = input_ranges(model)
+    if r is None:
+        return None
+    mins, maxs, names = r
+    mins = np.asarray(mins, dtype="float64").reshape(-1)
+    maxs = np.asarray(maxs, dtype="float64").reshape(-1)
+    flat = np.asarray(x, dtype="float64").reshape(len(x), -1)
+    if flat.shape[1] != len(mins):
+        return None
+    out = (flat < mins) | (flat > maxs)
+    rows = out.any(axis=1)
+    if not rows.any():
+        return None
+    names = [str(n) for n in names] if names is not None else list(input_names or [])
+    if len(names) != len(mins):
+        names = [f"input {j}" for j in range(len(mins))]
+    per = out.mean(axis=0)
+    order = [j for j in np.argsort(-per, kind="stable") if per[j] > 0]
+    shown = [f"{names[j]} {100 * per[j]:.1f}% [{mins[j]:.4g}, {maxs[j]:.4g}]" for j in order[:5]]
+    more = f" and {len(order) - 5} more inputs" if len(order) > 5 else ""
+    return (
+        f"{100 * rows.mean():.1f}% of rows ({int(rows.sum())} of {len(rows)}) have inputs "
+        f"outside the network's input ranges, where it extrapolates: {'; '.join(shown)}{more}"
+    )
+
+
+
+
+# --------------------------------------------------------------------------- fitting
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` gives back: the models, histories and the report."""
+
+    model: keras.Model
+    report: dict[str, Any]
+    history: dict[str, list[float]]
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)
+    y_test: np.ndarray | None = None
+    scratch_model: keras.Model | None = None
+    scratch_history: dict[str, list[float]] | None = None
+    l2sp_start: float = 0.0
+
+
+def _predict(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=model.inputs[0].dtype or "float32")
+    return np.asarray(model.predict(x, batch_size=1024, verbose=0), dtype="float64")
+
+
+def _compile(model: keras.Model, lr: float, scale: np.ndarray) -> None:
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=StandardizedMSE(scale))
+
+
+def _plain_compile(model: keras.Model, lr: float) -> None:
+    """Compile with Keras's own MSE and a built Adam: the saved model then loads (and trains
+    on) with plain Keras, without this module's loss."""
+    opt = keras.optimizers.Adam(learning_rate=lr)
+    model.compile(optimizer=opt, loss="mse")
+    opt.build(model.trainable_variables)
+
+
+def _fit(model, x_tr, y_tr, x_val, y_val, *, epochs, batch_size, patience, verbose, engine):
+    from mlnnkit.train import fit
+
+    callbacks = []
+    if x_val is not None and len(x_val):
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=patience, restore_best_weights=True, verbose=0
+            )
+        )
+        val = (x_val, y_val)
+    else:
+        val = None
+    dt = model.inputs[0].dtype or "float32"
+    return fit(
+        model,
+        x_tr.astype(dt),
+        y_tr.astype(dt),
+        epochs=epochs,
+        batch_size=batch_size,
+        validation_data=None if val is None else (val[0].astype(dt), val[1].astype(dt)),
+        callbacks=callbacks,
+        verbose=verbose,
+        engine=engine,
+    )
+
+
+def finetune(
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.2,
+    freeze: int = 0,
+    freeze_until: str | None = None,
+    lr: float = 1e-4,
+    epochs: int = 200,
+    batch_size: int = 32,
+    patience: int = 20,
+    l2sp: float = 0.0,
+    seed: int = 0,
+    compare_scratch: bool = False,
+    scratch_lr: float = 1e-3,
+    target_names: list[str] | None = None,
+    verbose: int | str = "auto",
+    engine: str = "auto",
+    where: str = "",
+) -> FinetuneResult:
+    """Fine-tune ``model`` in place on rows ``x``, ``y`` and measure it on held-out rows.
+
+    Defaults: 20% of the rows held out for testing, 20% of the rest for early stopping
+    (patience 20, best weights restored), Adam at ``lr=1e-4``, up to 200 epochs of batch 32,
+    no freezing, no L2-SP. With ``compare_scratch`` the same architecture is also trained
+    from a fresh initialization (Adam at ``scratch_lr=1e-3``) on the same rows.
+
+    Returns a :class:`FinetuneResult` whose ``report`` has the held-out ``rmse``, ``mae``,
+    ``bias``, ``r2`` of the original, the fine-tuned (and scratch) network, overall and
+    ``per_output``.
+    """
+    from mlnnkit.retrieval._chain import refuse_chain
+
+    refuse_chain(model)
+    if lr <= 0 or scratch_lr <= 0:
+        raise UserError("--lr must be > 0")
+    if epochs < 1 or batch_size < 1 or patience < 0:
+        raise UserError("--epochs and --batch-size must be >= 1, --patience >= 0")
+    y = np.asarray(y).reshape(len(y), -1)
+    tr, va, te = split_rows(len(x), test_fraction, val_fraction, seed, where=where)
+    if len(te) == 0:
+        raise UserError(
+            "--test-fraction must be > 0: the held-out rows measure whether fine-tuning helped"
+        )
+    x_tr, y_tr, x_va, y_va, x_te, y_te = x[tr], y[tr], x[va], y[va], x[te], y[te]
+    names = list(target_names or [f"y[{j}]" for j in range(y.shape[1])])
+
+    preds = {"original": _predict(model, x_te)}
+    original_weights = [w.copy() for w in model.get_weights()]
+    trainable_before = _trainable_flags(model)
+    scratch = scratch_copy(model) if compare_scratch else None
+
+    frozen = freeze_layers(model, freeze, freeze_until)
+    penalized = attach_l2sp(model, l2sp)
+    start_penalty = l2sp_penalty(model)
+    scale = target_scale(y_tr)
+    keras.utils.set_random_seed(seed)
+    _compile(model, lr, scale)
+    fr = _fit(
+        model,
+        x_tr,
+        y_tr,
+        x_va,
+        y_va,
+        epochs=epochs,
+        batch_size=batch_size,
+        patience=patience,
+        verbose=verbose,
+        engine=engine,
+    )
+    end_penalty = l2sp_penalty(model)
+    detach_l2sp(penalized)
+    _restore_trainable(model, trainable_before)
+    _plain_compile(model, lr)
+    preds["finetuned"] = _predict(model, x_te)
+
+    scratch_hist = None
+    if scratch is not None:
+        scratch_flags = _trainable_flags(scratch)
+        freeze_layers(scratch)  # the scaling layers only
+        keras.utils.set_random_seed(seed)
+        _compile(scratch, scratch_lr, scale)
+        sr = _fit(
+            scratch,
+            x_tr,
+            y_tr,
+            x_va,
+            y_va,
+            epochs=epochs,
+            batch_size=batch_size,
+            patience=patience,
+            verbose=verbose,
+            engine=engine,
+        )
+        scratch_hist = sr.history
+        preds["scratch"] = _predict(scratch, x_te)
+        _restore_trainable(scratch, scratch_flags)
+        _plain_compile(scratch, scratch_lr)
+
+    report: dict[str, Any] = {k: regression_metrics(y_te, p) for k, p in preds.items()}
+    report["per_output"] = {
+        n: {k: regression_metrics(y_te[:, j], p[:, j]) for k, p in preds.items()}
+        for j, n in enumerate(names)
+    }
+    report["n_train"] = len(tr)
+    report["n_test"] = len(te)
+    report["n_val"] = len(va)
+    moved = [
+        float(np.sqrt(np.sum((a - b) ** 2))) for a, b in zip(original_weights, model.get_weights())
+    ]
+    report["finetuning"] = {
+        "frozen_layers": frozen,
+        "lr": lr,
+        "batch_size": batch_size,
+        "max_epochs": epochs,
+        "patience": patience,
+        "epochs_run": fr.epochs,
+        "best_epoch": _best_epoch(fr.history),
+        "l2sp": l2sp,
+        "l2sp_penalty_start": start_penalty,
+        "l2sp_penalty_end": end_penalty,
+        "weight_distance_from_original": float(np.sqrt(np.sum(np.square(moved)))),
+        "loss": "mean squared error, each output divided by its training-row standard deviation",
+        "engine": fr.engine,
+        "fit_seconds": round(fr.fit_seconds, 3),
+        "seed": seed,
+    }
+    if scratch is not None:
+        report["finetuning"]["scratch_lr"] = scratch_lr
+        report["finetuning"]["scratch_epochs_run"] = len(next(iter(scratch_hist.values()), []))
+    report["verdict"] = verdict(report)
+    return FinetuneResult(
+        model=model,
+        report=report,
+        history=fr.history,
+        predictions=preds,
+        y_test=y_te,
+        scratch_model=scratch,
+        scratch_history=scratch_hist,
+        l2sp_start=start_penalty,
+    )
+
+
+def _best_epoch(history: dict[str, list[float]]) -> int | None:
+    v = history.get("val_loss")
+    return int(np.argmin(v)) + 1 if v else None
+
+
+# --------------------------------------------------------------------------- the command
+def run(
+    model_path: str | Path,
+    data_path: str | Path,
+    out_dir: str | Path,
+    *,
+    inputs: str | list[str] | None = None,
+    targets: str | list[str] | None = None,
+    drop_nonfinite: bool = False,
+    warn: Callable[[str], None] | None = None,
+    **options: Any,
+) -> FinetuneResult:
+    """``mlnnkit finetune``: load, check, fine-tune, write OUTDIR. ``options`` are those of
+    :func:`finetune`. Every file is written under a temporary name and renamed."""
+    from mlnnkit.report import plot_history, plot_predicted_vs_true
+    from mlnnkit.train import save_model
+
+    warn = warn or _stderr
+    model = load_network(model_path)
+    from mlnnkit.retrieval._chain import refuse_chain
+
+    refuse_chain(model, str(model_path))
+    fmt = source_format(model)
+    data = read_data(
+        data_path, model, inputs=inputs, targets=targets, drop_nonfinite=drop_nonfinite, warn=warn
+    )
+    msg = range_warning(model, data.x, data.input_names)
+    if msg:
+        warn(msg)
+    res = finetune(
+        model, data.x, data.y, target_names=data.target_names, where=f"{data_path}: ", **options
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = ["report.json", "model.keras", "history.png", "scatter.png"]
+    save_model(res.model, out / "model.keras")
+    if fmt is not None:
+        from mlnnkit import legacy
+
+        target = out / f"model{LEGACY_SUFFIX.get(fmt, '.' + fmt)}"
+        try:
+            with _atomic.atomic_path(target) as tmp:
+                legacy.save(res.model, tmp, fmt)
+            files.append(target.name)
+        except UserError as e:
+            warn(f"the fine-tuned network was not written as {fmt}: {e}")
+    if res.scratch_model is not None:
+        save_model(res.scratch_model, out / "scratch.keras")
+        files.append("scratch.keras")
+    plot_history(res.history, out / "history.png", title="fine-tuning")
+    if res.scratch_history:
+        plot_history(res.scratch_history, out / "history_scratch.png", title="from scratch")
+        files.append("history_scratch.png")
+    plot_predicted_vs_true(res.y_test, res.predictions, data.target_names, out / "scatter.png")
+    res.report["model"] = str(model_path)
+    res.report["data"] = str(data_path)
+    res.report["source_format"] = fmt
+    res.report["inputs"] = data.input_names
+    res.report["targets"] = data.target_names
+    res.report["dropped_nonfinite_rows"] = data.n_dropped
+    res.report["input_range_warning"] = msg
+    res.report["files"] = files
+    _atomic.write_json(out / "report.json", res.report)
+    return res
+
+
+__all__ = ["FinetuneResult", "finetune", "range_warning", "read_data", "run"]

@@ -1,0 +1,253 @@
+"""File-level work of ``mlnnkit predict``: pair input files with outputs, open and
+validate one job, stream it through the compiled model into its output, many files in turn.
+
+Kinds, by suffix (one module each, see :mod:`mlnnkit.predict._kinds`):
+
+- tables, one row per sample: ``.npy`` (memory-mapped; columns = the model's inputs in
+  order), ``.csv`` and ``.parquet`` (columns chosen by name);
+- scenes, variables of any shape whose every element is a sample: NetCDF (``.nc``,
+  ``.nc4``, ``.cdf``; read with xarray, so fill values and ``scale_factor`` are decoded and
+  masked pixels are NaN; ``group/name`` reaches variables in groups) and HDF5 (``.h5``,
+  ``.hdf5``, ``.he5``; h5py, names are dataset paths). The outputs are written back into a
+  copy of the input file as variables of the inputs' shape and dimensions, everything else
+  in the file (variables, coordinates, attributes) kept.
+
+Inputs are chosen by ``inputs`` (names, comma list or globs), else by the input names an
+imported legacy network keeps in its scaling layer, else by position (all columns of a
+table, or all data variables of a scene, when their number is the model's). Every output
+file is written under a temporary name and renamed when complete; anything wrong with an
+input raises :class:`~mlnnkit.errors.UserError` naming the file and what to pass instead.
+
+Example:
+    >>> from mlnnkit.predict import predict_file
+    >>> predict_file(model, "granule.nc", "granule_out.nc", inputs="Rrs_*")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mlnnkit import _atomic
+from mlnnkit.errors import UserError
+from mlnnkit.models import load_model_for_predict, model_io_names, model_io_sizes
+from mlnnkit.predict._base import Source, _split_names
+from mlnnkit.predict._kinds import is_scene, kind_of, open_sink, open_source
+
+__all__ = [
+    "FileResult",
+    "check_outputs_free",
+    "error_text",
+    "load_model_for_predict",
+    "output_names",
+    "plan_jobs",
+    "predict_file",
+    "predict_files",
+    "prepare",
+]
+
+
+def output_names(model, outputs, n_out: int, *, where: str = "") -> list[str]:
+    """The output names: ``outputs`` (comma list) or the model's, else ``prediction``
+    (one output) or ``prediction_1`` ... ``prediction_N``."""
+    given = _split_names(outputs)
+    if given is not None:
+        if len(given) != n_out:
+            raise UserError(f"{where}--outputs names {len(given)} outputs but the model has {n_out}")
+        return given
+    _, names = model_io_names(model)
+    if names and len(names) == n_out:
+        return names
+    return ["prediction"] if n_out == 1 else [f"prediction_{i + 1}" for i in range(n_out)]
+
+
+@dataclass
+class FileResult:
+    """What predicting one file did."""
+
+    input: Path
+    output: Path
+    rows: int
+    masked_rows: int
+    seconds: float
+    error: str | None = None
+
+
+def check_outputs_free(source: Source, names: list[str]) -> None:
+    """Refuse output names that already exist as variables of a scene file."""
+    clash = source.clashes(names)
+    if clash:
+        raise UserError(
+            f"{source.path}: variable {clash[0]!r} already exists in the file; pass --outputs "
+            "with other names"
+        )
+
+
+def prepare(model, input_path, output_path, *, inputs=None, outputs=None):
+    """Open and validate one job: ``(source, output names, output kind, attrs)``."""
+    n_in, n_out = model_io_sizes(model)
+    out_kind = kind_of(output_path)
+    model_in, _ = model_io_names(model)
+    source = open_source(input_path, n_in, inputs, model_in)
+    try:
+        names = output_names(model, outputs, n_out, where=f"{input_path}: ")
+        check_outputs_free(source, names)
+        if is_scene(out_kind) and source.kind != out_kind:
+            raise UserError(
+                f"{input_path}: outputs go into a copy of the input file, so the output must "
+                f"be {source.kind} too (not {out_kind}); or choose a .npy, .csv or .parquet output"
+            )
+    except BaseException:
+        source.close()
+        raise
+    attrs = {
+        "source": "mlnnkit predict",
+        "mlnnkit_model": str(getattr(model, "name", "model")),
+        "mlnnkit_inputs": ",".join(source.columns),
+    }
+    return source, names, out_kind, attrs
+
+
+def predict_file(
+    model,
+    input_path,
+    output_path,
+    *,
+    inputs=None,
+    outputs=None,
+    chunk_rows: int | None = None,
+    block_rows: int | None = None,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    on_open: Callable[[Source], None] | None = None,
+) -> FileResult:
+    """Predict ``model`` on the inputs in ``input_path`` and write ``output_path``
+    (atomically), block by block with bounded memory.
+
+    Args:
+        model: a ``keras.Model`` from rows of inputs to rows of outputs.
+        input_path: ``.npy``, ``.csv``, ``.parquet``, NetCDF or HDF5 file.
+        output_path: where to write; its suffix picks the kind (a scene's outputs go into
+            a copy of the input file, so NetCDF -> NetCDF, HDF5 -> HDF5).
+        inputs: names (comma list or globs) of the columns or variables that are the
+            model's inputs, in the model's order; default: the model's own input names,
+            else every column/variable when their number fits.
+        outputs: names for the outputs; default: the model's own, else ``prediction``.
+        chunk_rows: rows per compiled call (default: from the model's size).
+        block_rows: rows read and written at a time (default: about 32 MB of data).
+        progress: called with the number of rows finished, chunk by chunk.
+        on_open: called with the opened source before the work starts (e.g. to size a
+            progress bar from ``source.n_rows``).
+    """
+    from mlnnkit.predict._forward import compute_dtype, predict_stream
+
+    t0 = time.perf_counter()
+    output_path = Path(output_path)
+    source, names, out_kind, attrs = prepare(
+        model, input_path, output_path, inputs=inputs, outputs=outputs
+    )
+    masked = 0
+
+    try:
+        if on_open is not None:
+            on_open(source)
+        with _atomic.atomic_path(output_path) as tmp:
+            sink = open_sink(tmp, out_kind, source, names, attrs, compute_dtype(model))
+            try:
+
+                def write(start, y):
+                    nonlocal masked
+                    y = y.reshape(len(y), -1)
+                    masked += int(np.isnan(y[:, 0]).sum())  # masked rows are NaN throughout
+                    sink.write(start, y)
+
+                rows = predict_stream(
+                    model, source.blocks(block_rows), write,
+                    chunk_rows=chunk_rows, workers=workers, progress=progress,
+                )  # fmt: skip
+            finally:
+                sink.close()
+    finally:
+        source.close()
+    return FileResult(Path(input_path), output_path, rows, masked, time.perf_counter() - t0)
+
+
+# ------------------------------------------------------------------------ many files
+
+
+def plan_jobs(inputs: Sequence[str], output: str | os.PathLike) -> list[tuple[Path, Path]]:
+    """Pair every input file (globs expanded, e.g. ``'scenes/*.nc'``) with its output.
+
+    One input and an output that is not a directory: that file. Several inputs, or an
+    output that is an existing directory or ends with ``/``: ``output/<input name>``.
+    """
+    files: list[Path] = []
+    for item in inputs:
+        item = str(item)
+        if any(ch in item for ch in "*?["):
+            hits = sorted(glob.glob(item))
+            if not hits:
+                raise UserError(f"no input file matches {item!r}")
+            files += [Path(h) for h in hits if Path(h).is_file()]
+        else:
+            files.append(Path(item))
+    if not files:
+        raise UserError("no input files given")
+    out = str(output)
+    to_dir = len(files) > 1 or out.endswith(("/", os.sep)) or Path(out).is_dir()
+    if not to_dir:
+        return [(files[0], Path(out))]
+    outdir = Path(out)
+    pairs = [(f, outdir / f.name) for f in files]
+    seen: dict[Path, Path] = {}
+    for f, o in pairs:
+        if o in seen:
+            raise UserError(f"{f} and {seen[o]} would both write {o}; give them different names")
+        if o.resolve() == f.resolve():
+            raise UserError(f"{f}: the output directory is the input's own; choose another -o")
+        seen[o] = f
+    return pairs
+
+
+def error_text(e: BaseException) -> str:
+    """One line for a failed file: a user error's own message, else the exception's."""
+    if isinstance(e, UserError):
+        return " ".join(str(e).split())
+    return f"{type(e).__name__}: {' '.join(str(e).split())}"
+
+
+def predict_files(
+    model,
+    jobs: Sequence[tuple[Path, Path]],
+    *,
+    inputs=None,
+    outputs=None,
+    chunk_rows: int | None = None,
+    block_rows: int | None = None,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    on_open: Callable[[Source], None] | None = None,
+    on_done: Callable[[FileResult], None] | None = None,
+) -> list[FileResult]:
+    """:func:`predict_file` for every ``(input, output)`` job in turn; a file that fails
+    is reported in its :class:`FileResult` (``error``) and the others still run.
+    ``on_done`` is called with each file's result as soon as it is finished."""
+    results = []
+    for src, dst in jobs:
+        try:
+            r = predict_file(
+                model, src, dst, inputs=inputs, outputs=outputs, chunk_rows=chunk_rows,
+                block_rows=block_rows, workers=workers, progress=progress, on_open=on_open,
+            )  # fmt: skip
+        except (UserError, OSError, ValueError, RuntimeError) as e:
+            r = FileResult(Path(src), Path(dst), 0, 0, 0.0, error=error_text(e))
+        results.append(r)
+        if on_done is not None:
+            on_done(r)
+    return results
