@@ -120,7 +120,9 @@ def test_kill_9_and_resume_gives_the_uninterrupted_run(tmp_path, engine):
     done = _backed_up(run_dir)
     assert 2 <= done < 7, f"the kill did not land mid-run ({done} epochs backed up)"
     assert not (run_dir / "metrics.json").exists()
-    out = subprocess.run(cmd + ["0"], env=ENV, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        cmd + ["0"], env=ENV, capture_output=True, text=True, timeout=300, check=False
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"engine {engine}" in out.stdout
 
@@ -296,12 +298,12 @@ def _sigint_when_backed_up(cmd: list[str], run_dir: Path, epochs: int = 1, timeo
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_ctrl_c_in_train_is_one_line_exit_130_and_resumable(tmp_path, engine):
-    csv = make_regression_csv(tmp_path / "big.csv", n=20000, n_features=8)
+    csv = make_regression_csv(tmp_path / "big.csv", n=4000, n_features=8)
     over = {"fit.epochs": 500, "fit.batch_size": 8, "fit.engine": engine}
     cfg = write_config(tmp_path / "c.toml", regression_config(csv, **over))
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "mlnnkit", "train", str(cfg), "--out", str(run_dir)]
-    code, out, err = _sigint_when_backed_up(cmd, run_dir)
+    code, _, err = _sigint_when_backed_up(cmd, run_dir)
     assert code == 130, err[-2000:]
     assert err.count("\n") == 1 and err.startswith("error: interrupted after epoch "), err[-2000:]
     done = _backed_up(run_dir)

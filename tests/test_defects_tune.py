@@ -47,7 +47,7 @@ def test_ctrl_c_mid_trial_is_one_line_and_the_trial_runs_again(tmp_path):
             continue
         try:
             trials = load_study(storage).get_trials(deepcopy=False)
-        except Exception:  # noqa: BLE001 - the worker is still creating the tables
+        except Exception:  # noqa: BLE001, S112 - the worker is still creating the tables
             continue
         running = [t for t in trials if t.state.name == "RUNNING" and t.intermediate_values]
         victim = running[0] if running else None

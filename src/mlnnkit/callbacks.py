@@ -164,9 +164,8 @@ class ExactBackup(keras.callbacks.BackupAndRestore):
         for cb in self.tracked:
             if isinstance(cb, keras.callbacks.EarlyStopping) and cb.best_weights is not None:
                 best_name = f"epoch-{epochs_done}.best.npz"
-                with _atomic.atomic_path(self.dir / best_name) as tmp:
-                    with open(tmp, "wb") as f:
-                        np.savez(f, **{f"w{i}": w for i, w in enumerate(cb.best_weights)})
+                with _atomic.atomic_path(self.dir / best_name) as tmp, open(tmp, "wb") as f:
+                    np.savez(f, **{f"w{i}": w for i, w in enumerate(cb.best_weights)})
         rng = np.random.get_state()
         meta = {
             "epoch": epochs_done,

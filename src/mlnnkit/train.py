@@ -48,7 +48,6 @@ from mlnnkit.data import Dataset, load_data
 from mlnnkit.errors import Interrupted, UserError
 from mlnnkit.models import check_samples
 
-
 #: the files a finished run writes (metrics.json last: it marks the run complete)
 OUTPUT_FILES = (
     "metrics.json", "model.keras", "model.h5", "history.csv", "history.png",
