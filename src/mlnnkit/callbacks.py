@@ -295,3 +295,9 @@ def is_resuming(run_dir: Path) -> bool:
 def find_backup(callbacks) -> ExactBackup | None:
     """The :class:`ExactBackup` among ``callbacks``, if any."""
     return next((cb for cb in callbacks or [] if isinstance(cb, ExactBackup)), None)
+
+
+__all__ = [
+    "BACKUP_DIR", "METADATA", "RESUME_DIR", "AtomicModelCheckpoint", "ExactBackup",
+    "backup_metadata", "find_backup", "is_resuming", "make_callbacks",
+]

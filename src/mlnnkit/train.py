@@ -428,4 +428,7 @@ def write_outputs(out: Path, model: keras.Model, history, metrics, title: str = 
     _atomic.write_json(out / "metrics.json", metrics)
 
 
-__all__ = ["FitResult", "RunResult", "evaluate", "fit", "run", "save_model", "versions"]
+__all__ = [
+    "OUTPUT_FILES", "FitResult", "RunResult", "config_differences", "evaluate", "fit",
+    "resume_fingerprint", "run", "save_model", "versions",
+]
