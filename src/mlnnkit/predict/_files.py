@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import time
@@ -174,8 +175,13 @@ def predict_file(
                     model, source.blocks(block_rows), write,
                     chunk_rows=chunk_rows, workers=workers, progress=progress,
                 )  # fmt: skip
-            finally:
-                sink.close()
+            except BaseException:
+                # The output is discarded; the sink's own complaint ("wrote 0 rows of N")
+                # must not replace what stopped it (Ctrl-C, a read error).
+                with contextlib.suppress(Exception):
+                    sink.close()
+                raise
+            sink.close()
     finally:
         source.close()
     return FileResult(Path(input_path), output_path, rows, masked, time.perf_counter() - t0)
