@@ -1,5 +1,6 @@
 """`python -m mlnnkit` is the same as the `mlnnkit` command."""
 
-from mlnnkit.cli import main
+if __name__ == "__main__":
+    from mlnnkit.cli import main
 
-raise SystemExit(main())
+    raise SystemExit(main())

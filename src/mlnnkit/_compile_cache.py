@@ -27,8 +27,11 @@ with different instruction sets must not hand one a program built for the other)
 user who turns JAX's cache on gets it as usual: ``lowered.compile()`` goes through it.
 
 Example:
-    >>> lowered = jax.jit(f).lower(*args)
+    >>> import jax, jax.numpy as jnp
+    >>> lowered = jax.jit(lambda a: jnp.tanh(a) * 2).lower(jnp.ones(3))
     >>> compiled = compile_cached(lowered)          # compiles, or loads from the cache
+    >>> [float(v) for v in compiled(jnp.zeros(3))]
+    [0.0, 0.0, 0.0]
 """
 
 from __future__ import annotations

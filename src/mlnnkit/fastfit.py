@@ -39,9 +39,14 @@ records which engine ran.
 
 Example:
     >>> from mlnnkit import fastfit
-    >>> runner = fastfit.select(model, callbacks)        # None -> use model.fit
-    >>> history = runner(model, x, y, epochs=5, batch_size=32, validation_data=None,
-    ...                  callbacks=callbacks, shuffle=True, verbose=2)
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    >>> model.compile("adam", "mse")
+    >>> x, y = np.ones((64, 3), "float32"), np.zeros((64, 1), "float32")
+    >>> runner = fastfit.select(model, [])        # None -> use model.fit
+    >>> history = runner(model, x, y, epochs=2, batch_size=32, validation_data=None,
+    ...                  callbacks=[], shuffle=True, verbose=0)
+    >>> len(history.history["loss"])
+    2
 """
 
 from __future__ import annotations
@@ -165,6 +170,8 @@ def unsupported_reason(
     """Why the fast path cannot run this fit (``None`` when it can).
 
     Example:
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        >>> model.compile("adam", "mse")
         >>> unsupported_reason(model, [keras.callbacks.TensorBoard()])
         'callback TensorBoard works per batch'
     """

@@ -61,8 +61,13 @@ def load_model(
         compile: restore/apply the compile state (default True; False: inference only).
 
     Example:
-        >>> model = load_model("runs/tiny/model.keras")                    # doctest: +SKIP
-        >>> model = load_model("w.weights.h5", "runs/tiny/config.toml")   # doctest: +SKIP
+        >>> load_model("net.keras").count_params()
+        46
+        >>> from mlnnkit.build import build_model
+        >>> from mlnnkit.config import load_config
+        >>> build_model(load_config("tiny.toml"), input_shape=(3,)).save_weights("w.weights.h5")
+        >>> load_model("w.weights.h5", "tiny.toml", input_shape=(3,)).count_params()
+        41
     """
     if isinstance(config, (str, os.PathLike)):
         from mlnnkit.config import load_config
@@ -141,7 +146,8 @@ def load_network(path: str | Path) -> keras.Model:
         path: the model file.
 
     Example:
-        >>> model = load_network("PACE_Lrc_aaNN.H5")  # doctest: +SKIP
+        >>> load_network("net.h5").count_params()   # an OC-SMART file, imported and verified
+        46
     """
     path = Path(path)
     if not path.exists():
@@ -241,7 +247,9 @@ def check_samples(
     Rows of numbers are reported as columns vs inputs unless ``by_columns=False``.
 
     Example:
-        >>> check_samples((7,), np.zeros((3, 5)), "input")  # doctest: +SKIP
+        >>> check_samples((7,), np.zeros((3, 5)), "input")  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        mlnnkit.errors.UserError: input has 5 columns but the model takes 7 inputs
         Traceback (most recent call last):
         mlnnkit.errors.UserError: input has 5 columns but the model takes 7 inputs
     """

@@ -200,8 +200,9 @@ def resume_fingerprint(cfg: RunConfig) -> dict[str, Any]:
     """The config as plain data with every file path absolute (what a resume must match).
 
     Example:
-        >>> resume_fingerprint(load_config("examples/auto_mpg.toml"))["seed"]  # doctest: +SKIP
-        0
+        >>> from mlnnkit.config import load_config
+        >>> resume_fingerprint(load_config("tiny.toml"))["seed"]
+        1
     """
     from mlnnkit.config import _path_fields
 
@@ -338,8 +339,10 @@ def run(
     and starts over. Ctrl-C raises :class:`mlnnkit.errors.Interrupted` saying how to go on.
 
     Example:
-        >>> res = run(load_config("examples/auto_mpg.toml"), "runs/auto_mpg")  # doctest: +SKIP
-        >>> res.metrics["test"]["mae"]                                        # doctest: +SKIP
+        >>> from mlnnkit.config import load_config
+        >>> res = run(load_config("tiny.toml"), "runs/tiny", verbose=0)
+        >>> sorted(res.metrics["test"]), res.metrics["epochs"]
+        (['loss', 'mae'], 2)
     """
     out = Path(out_dir) if (out_dir is not None and save) else None
     fingerprint = resume_fingerprint(cfg) if out is not None else None

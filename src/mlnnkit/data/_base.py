@@ -53,7 +53,11 @@ def aligned_empty(shape: tuple[int, ...], dtype="float32") -> np.ndarray:
     copy of it. Loaders write their float arrays into these.
 
     Example:
-        >>> x = aligned_empty((60000, 28, 28)); np.divide(raw, 255, out=x, dtype="float32")
+        >>> raw = np.full((6, 28, 28), 51, np.uint8)
+        >>> x = aligned_empty(raw.shape)
+        >>> _ = np.divide(raw, 255, out=x, dtype="float32")
+        >>> x.ctypes.data % 64, round(float(x[0, 0, 0]), 6)
+        (0, 0.2)
     """
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize

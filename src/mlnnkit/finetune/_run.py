@@ -3,8 +3,10 @@ arrays, and :func:`run` (``mlnnkit finetune``: load, read, check, fine-tune, wri
 
 Example:
     >>> from mlnnkit import finetune
-    >>> res = finetune.run("net.h5", "matchups.csv", "runs/ft",  # doctest: +SKIP
-    ...                    inputs="Rrs_*", targets="chl", freeze=1, l2sp=1e-3)
+    >>> res = finetune.run("net.h5", "matchups.csv", "runs/ft", inputs="x*", targets="y",
+    ...                    freeze=1, verbose=0)
+    >>> sorted(res.report)[:3]
+    ['data', 'dropped_nonfinite_rows', 'files']
 """
 
 from __future__ import annotations

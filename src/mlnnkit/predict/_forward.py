@@ -336,7 +336,10 @@ def predict_array(
         With ``flags``: ``(outputs, flags)``, flags of shape ``(rows,)``, ``uint8``.
 
     Example:
-        >>> y = mlnnkit.predict_array(model, np.load("x.npy", mmap_mode="r"))  # doctest: +SKIP
+        >>> model = mlnnkit.models.load_model("net.keras")
+        >>> y = mlnnkit.predict_array(model, np.load("rows.npy", mmap_mode="r"))
+        >>> y.shape, y.dtype
+        ((100, 1), dtype('float32'))
     """
     if flags:
         from mlnnkit.retrieval import flags_model
@@ -387,10 +390,13 @@ def predict_stream(
     valid during the call. Returns the number of rows done.
 
     Example:
+        >>> model = keras.Sequential([keras.Input((7,)), keras.layers.Dense(1)])
+        >>> x = np.ones((10_000, 7), "float32")
         >>> out = np.empty((len(x), 1), "float32")
         >>> def write(i, y):
         ...     out[i : i + len(y)] = y
-        >>> predict_stream(model, blocks_of(x, 65536), write)  # doctest: +SKIP
+        >>> predict_stream(model, blocks_of(x, 4096), write)
+        10000
     """
     import jax
 

@@ -14,10 +14,13 @@ private ``_grammar`` module, which :mod:`mlnnkit.config` imports: this package t
 imports its heavy parts (Optuna, Keras) on first use of a public name only.
 
 Example:
-    >>> from mlnnkit.config import load_config                      # doctest: +SKIP
-    >>> from mlnnkit.tune import TuneSettings, tune                  # doctest: +SKIP
-    >>> cfg = load_config("examples/tune_fashion_mnist.toml")        # doctest: +SKIP
-    >>> res = tune(cfg, TuneSettings.resolve(cfg, trials=20, out_dir="runs/fm"))  # doctest: +SKIP
+    >>> from mlnnkit.config import load_config
+    >>> from pathlib import Path
+    >>> from mlnnkit.tune import TuneSettings, tune
+    >>> cfg = load_config("tiny.toml")                   # [tune]: 2 trials over the units
+    >>> res = tune(cfg, TuneSettings.resolve(cfg, out_dir="runs/tune"), log=lambda s: None)
+    >>> (Path("runs/tune") / "best.toml").is_file(), res.best is not None
+    (True, True)
 """
 
 from __future__ import annotations

@@ -235,9 +235,11 @@ def tune(
     writes trials.csv, best.toml, best_model.keras and the plots to ``settings.out_dir``.
 
     Example:
-        >>> cfg = load_config("examples/tune_fashion_mnist.toml")      # doctest: +SKIP
-        >>> res = tune(cfg, TuneSettings.resolve(cfg, trials=20))       # doctest: +SKIP
-        >>> res.best.value                                              # doctest: +SKIP
+        >>> from mlnnkit.config import load_config
+        >>> cfg = load_config("tiny.toml")                 # [tune]: 2 trials, 2 epochs each
+        >>> res = tune(cfg, TuneSettings.resolve(cfg, out_dir="runs/tune"), log=lambda s: None)
+        >>> res.best.value > 0
+        True
     """
     import optuna
 
