@@ -185,6 +185,7 @@ def import_(
     """
     from mlnnkit import legacy
     from mlnnkit.errors import UserError, VerificationError
+    from mlnnkit.legacy._keras import model_dtype
     from mlnnkit.train import save_model
 
     if not out.name.lower().endswith((".keras", ".h5")):
@@ -195,20 +196,10 @@ def import_(
     opts = _read_options(weights, biases, activations, transpose, norm_in, norm_out, scale_range)
     spec = legacy.read(file, _format(format), **opts)
     typer.echo(f"read {spec.source_format} network {file}: {spec.summary()}")
-    auto = dtype is None and sigmoid != "snap"
-    dtype = dtype or ("float64" if sigmoid == "snap" else "float32")
-    model = legacy.to_keras(spec, dtype, sigmoid=sigmoid, name=file.stem)
-    result = legacy.verify(model, spec, samples=samples, tolerance=tolerance)
-    if auto and not result.passed:
-        # Some networks are too ill-conditioned for float32 arithmetic: say so, use float64.
-        typer.echo(
-            f"note: in float32 this network errs by {result.max_rel_error:.3g} of an output's "
-            f"range (> tolerance {tolerance:g}); importing it in float64 instead "
-            "(pass --dtype float32 to insist)"
-        )
-        dtype = "float64"
-        model = legacy.to_keras(spec, dtype, sigmoid=sigmoid, name=file.stem)
-        result = legacy.verify(model, spec, samples=samples, tolerance=tolerance)
+    model, result = legacy.import_spec(
+        spec, dtype=dtype, sigmoid=sigmoid, samples=samples, tolerance=tolerance, name=file.stem
+    )  # the library's choice of dtype and float64 fallback (its notes are printed)
+    dtype = model_dtype(model)
     _report(result, full_table=False)
     if not result.passed:
         hint = (

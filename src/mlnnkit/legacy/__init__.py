@@ -42,6 +42,7 @@ __all__ = [
     "VerifyResult",
     "detect_format",
     "from_keras",
+    "import_spec",
     "input_ranges",
     "load",
     "read",
@@ -151,7 +152,7 @@ def load(
     path: str | Path,
     format: str | None = None,
     *,
-    dtype: str = "float32",
+    dtype: str | None = None,
     sigmoid: str = "exact",
     check: bool = True,
     samples: int = 2048,
@@ -160,14 +161,19 @@ def load(
 ) -> keras.Model:
     """Import a legacy network file as a Keras model, checked against the file's math.
 
+    What ``mlnnkit import`` does (the same model): the network in float32, or in float64
+    when float32 arithmetic cannot reproduce it within ``tolerance`` (said in a note;
+    JAX's 64-bit mode is then on for the process).
+
     Args:
         path: the network file.
         format: ``"ocsmart"``, ``"ffbp"``, ``"rawh5"`` or None (detect).
-        dtype: ``"float32"`` (default) or ``"float64"``.
+        dtype: ``"float32"``, ``"float64"`` or None (default: float32, falling back to
+            float64 as above; float64 with ``sigmoid="snap"``).
         sigmoid: ``"exact"`` (default) or ``"snap"`` (SNAP's tabulated sigmoid, for ffbp).
         check: run :func:`verify` on ``samples`` inputs and raise
             :class:`~mlnnkit.errors.VerificationError` above ``tolerance`` of the output
-            ranges (default True).
+            ranges (default True; without it there is no float64 fallback).
         **options: rawh5 reader options (see :func:`read`).
 
     Example:
@@ -175,15 +181,59 @@ def load(
         >>> model = load("net.h5", weights="W{i}", biases="b{i}",
         ...              activations="tanh,linear")            # doctest: +SKIP
     """
+    spec = read(path, format, **options)
+    model, result = import_spec(
+        spec, dtype=dtype, sigmoid=sigmoid, check=check, samples=samples,
+        tolerance=tolerance, name=Path(path).stem,
+    )  # fmt: skip
+    if result is not None:
+        result.raise_if_failed(f"the model imported from {path}")
+    return model
+
+
+def import_spec(
+    spec: NetworkSpec,
+    *,
+    dtype: str | None = None,
+    sigmoid: str = "exact",
+    check: bool = True,
+    samples: int = 2048,
+    tolerance: float = 1e-5,
+    name: str = "network",
+) -> tuple[keras.Model, VerifyResult | None]:
+    """Build the Keras model of ``spec`` and verify it: ``(model, result)`` (``result``
+    None without ``check``); the dtype choice and float64 fallback of :func:`load`, which
+    ``mlnnkit import`` shares. A failed check is returned, not raised.
+
+    Args:
+        spec: the network read from a file.
+        dtype: ``"float32"``, ``"float64"`` or None (see :func:`load`).
+        sigmoid: ``"exact"`` or ``"snap"``.
+        check: verify against the float64 reference (and fall back to float64).
+        samples: verification inputs.
+        tolerance: allowed error, a fraction of each output's range.
+        name: the model's name.
+    """
+    from mlnnkit._precision import enable_float64, note
     from mlnnkit.legacy._keras import to_keras
 
-    spec = read(path, format, **options)
-    model = to_keras(spec, dtype, sigmoid=sigmoid, name=Path(path).stem)
-    if check:
-        verify(model, spec, samples=samples, tolerance=tolerance).raise_if_failed(
-            f"the model imported from {path}"
+    auto = dtype is None and sigmoid != "snap"
+    dtype = dtype or ("float64" if sigmoid == "snap" else "float32")
+    model = to_keras(spec, dtype, sigmoid=sigmoid, name=name)
+    if not check:
+        return model, None
+    result = verify(model, spec, samples=samples, tolerance=tolerance)
+    if auto and not result.passed:
+        # Some networks are too ill-conditioned for float32 arithmetic: say so, use float64.
+        note(
+            f"in float32 this network errs by {result.max_rel_error:.3g} of an output's "
+            f"range (> tolerance {tolerance:g}); importing it in float64 instead, JAX's "
+            "64-bit mode now on for this process (ask for float32 explicitly to insist)"
         )
-    return model
+        enable_float64()  # said just above
+        model = to_keras(spec, "float64", sigmoid=sigmoid, name=name)
+        result = verify(model, spec, samples=samples, tolerance=tolerance)
+    return model, result
 
 
 def save(
