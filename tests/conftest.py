@@ -1,4 +1,8 @@
-"""Shared test fixtures: tiny generated data, the real fixtures when ../shared is present."""
+"""Shared test fixtures: tiny generated data, the real fixtures when ../shared is present.
+
+Float64: tests that need it switch it on explicitly (``mlnnkit.float64()``, or an import
+or load of a float64 model, which says so) or run in a subprocess; nothing undoes it.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,14 @@ from pathlib import Path
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import tempfile
+
 import numpy as np
 import pytest
+
+# The compile cache of the test run lives in a temporary folder, not in the user's home
+# (tests that check the cache point MLNNKIT_CACHE_DIR at their own folder).
+os.environ["MLNNKIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="mlnnkit-test-cache-")
 
 REPO = Path(__file__).resolve().parents[1]
 # ../shared beside the repository; MLNNKIT_SHARED points elsewhere (e.g. from a worktree).
@@ -41,16 +51,3 @@ def cli(capsys):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
-
-
-@pytest.fixture(autouse=True)
-def _no_float64_leak():
-    """Float64 imports switch JAX to 64-bit mode process-wide: switch it back after each
-    test so every test of the suite runs as it would alone."""
-    yield
-    import sys
-
-    if "jax" in sys.modules and sys.modules["jax"].config.jax_enable_x64:
-        from mlnnkit._precision import disable_float64
-
-        disable_float64()

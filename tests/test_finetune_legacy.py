@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from mlnnkit import finetune as ft
-
-legacy = pytest.importorskip("mlnnkit.legacy")
+from mlnnkit import legacy
 
 
 def write_ocsmart(path: Path, sizes=(7, 100, 1), seed: int = 0) -> Path:

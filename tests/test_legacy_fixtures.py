@@ -5,6 +5,7 @@ Skipped when ../shared is absent (set MLNNKIT_SHARED to point elsewhere)."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import h5py
 import keras
@@ -132,3 +133,41 @@ def test_fixture_pace_keeps_ocsmart_layout(fixtures_dir, tmp_path):
             assert a[name].shape == b[name].shape and a[name].dtype == b[name].dtype
     mins, _, names = legacy.input_ranges(model)
     assert len(mins) == 111 and names[0] == "input_1" and legacy.source_format(model) == "ocsmart"
+
+
+def test_meris_python_load_and_cli_import_give_the_same_float64_model(fixtures_dir, tmp_path):
+    """The float32 -> float64 fallback lives in legacy.load: Python and CLI agree. In a
+    fresh process, since float64 is a process-wide switch (earlier tests may have it on);
+    10,000 samples, where float32 errs by 1.05e-5 of range (docs/legacy.md)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    src = fixtures_dir / FIXTURES["meris_rtosa_rw"][0]
+    out = tmp_path / "m.keras"
+    code = textwrap.dedent(f"""
+        import numpy as np, keras
+        from mlnnkit import legacy
+        from mlnnkit.cli import main
+        from mlnnkit.legacy import reference
+        from mlnnkit.legacy._keras import model_dtype
+        from mlnnkit.models import load_model
+        assert main(["import", {str(src)!r}, "-o", {str(out)!r}, "--samples", "10000"]) == 0
+        from_cli = load_model({str(out)!r}, compile=False)
+        from_python = legacy.load({str(src)!r}, samples=10_000)
+        spec = legacy.read({str(src)!r})
+        x = reference.sample_inputs(spec.input_scaling.minimum, spec.input_scaling.maximum, 500, seed=7)
+        f = lambda m: keras.ops.convert_to_numpy(m(keras.ops.convert_to_tensor(x)))
+        print("DTYPES", model_dtype(from_cli), model_dtype(from_python))
+        print("SAME", bool(np.array_equal(f(from_cli), f(from_python))))
+    """)
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600,
+        check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "note: in float32 this network errs by" in r.stdout and "(float64," in r.stdout
+    assert "DTYPES float64 float64" in r.stdout and "SAME True" in r.stdout

@@ -346,6 +346,7 @@ def test_saved_model_loads_with_only_import_mlnnkit(tmp_path):
     want = keras.ops.convert_to_numpy(model(keras.ops.convert_to_tensor(x)))
     code = (
         "import sys, numpy as np, mlnnkit, keras\n"
+        "mlnnkit.float64()  # a float64 model needs the process switch (nothing flips it)\n"
         f"m = keras.saving.load_model({str(tmp_path / 'm.keras')!r})\n"
         "print(m.layers[1].names, m.get_layer('dense_1').kernel.dtype)\n"
         "y = keras.ops.convert_to_numpy(m(keras.ops.convert_to_tensor(np.array([[0.1, 0.2, 0.3]]))))\n"

@@ -12,14 +12,6 @@ IOP = "c2rcc/olci_rw_iop_37x37x37_596495.4.net"
 MERIS = "c2rcc/meris_c2x_nn4snap_meris_hitsm_20151128_rtosa_rw_17x27x27x17_677356.6.net"
 
 
-@pytest.fixture
-def no_64bit_leak():
-    yield
-    from mlnnkit._precision import disable_float64
-
-    disable_float64()
-
-
 def inputs_for(spec, n=10_000, seed=0):
     from mlnnkit.legacy.reference import sample_inputs
 
@@ -32,8 +24,7 @@ def rel_error(y, ref, spec):
 
 
 @pytest.mark.parametrize("name", [PACE, MERIS])
-def test_npy_through_imported_network_matches_reference(tmp_path, cli, fixtures_dir, name,
-                                                        no_64bit_leak):  # fmt: skip
+def test_npy_through_imported_network_matches_reference(tmp_path, cli, fixtures_dir, name):
     from mlnnkit import legacy
     from mlnnkit.legacy.reference import forward
 

@@ -47,7 +47,25 @@ from mlnnkit.errors import MlnnkitError, UserError
 # imported, without `import mlnnkit` importing Keras itself.
 _keras_hook.install()
 
-__all__ = ["MlnnkitError", "UserError", "__version__", "io_names"]
+__all__ = ["MlnnkitError", "UserError", "__version__", "float64", "io_names"]
+
+
+def float64() -> None:
+    """Switch this process to float64 support: JAX's 64-bit mode, and Keras keeping
+    float64 results on JAX. Needed to build, load or train float64 models; float32
+    models compute as before. mlnnkit never switches it on silently: where it must (a
+    float64 model loaded or built, an import falling back to float64), it says so in a
+    note. There is no switch back: decide per process.
+
+    Example:
+        >>> import mlnnkit, keras
+        >>> mlnnkit.float64()
+        >>> str(keras.layers.Dense(1, dtype="float64")(keras.ops.ones((1, 2), "float64")).dtype)
+        'float64'
+    """
+    from mlnnkit._precision import enable_float64
+
+    enable_float64()
 
 
 def __getattr__(name: str):
@@ -68,4 +86,8 @@ def __getattr__(name: str):
         from mlnnkit.predict import predict_array
 
         return predict_array
+    if name == "io_names":
+        from mlnnkit.models import io_names
+
+        return io_names
     raise AttributeError(f"module 'mlnnkit' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-# Over 400 lines: one compiled epoch loop; the private Keras/JAX names it touches move to _compat (#13).
+# Over 400 lines: one compiled epoch loop (checks, programs, the loop); private names: _compat.
 """The fast fit path: a whole training epoch in one compiled JAX call.
 
 ``model.fit`` on JAX dispatches one compiled ``train_step`` per batch from Python; for the
@@ -51,13 +51,14 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from typing import Any
 
 import keras
 import numpy as np
+
+from mlnnkit import _compat
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,9 @@ def unsupported_reason(
     """
     if keras.backend.backend() != "jax":
         return f"the Keras backend is {keras.backend.backend()!r}, not 'jax'"
+    why = _compat.version_reason()
+    if why:
+        return why
     if not isinstance(model, keras.Model):
         return "not a keras.Model"
     if not getattr(model, "compiled", False) or model.optimizer is None:
@@ -189,7 +193,7 @@ def unsupported_reason(
         return "a keras.distribution is set"
     if model.dtype_policy.name != "float32":
         return f"dtype policy {model.dtype_policy.name!r} (the fast path is float32)"
-    if type(model.optimizer).__module__.split(".")[:2] != ["keras", "src"]:
+    if not _compat.is_keras_class(model.optimizer):
         return f"optimizer {type(model.optimizer).__name__} is not one of Keras's"
     if getattr(model.optimizer, "use_ema", False):
         return "the optimizer uses EMA weights"
@@ -198,7 +202,7 @@ def unsupported_reason(
     if len(getattr(model, "inputs", None) or []) != 1 or len(getattr(model, "outputs", None) or []) != 1:
         return "the model needs exactly one input and one output"
     allowed = supported_layer_classes()
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in _compat.flatten_layers(model, include_self=False):
         if type(layer) not in allowed:
             return f"layer {layer.name} ({type(layer).__name__}) is not supported"
         if layer.metrics:
@@ -244,37 +248,6 @@ def select(
 
 
 # --------------------------------------------------------------------------- the loop
-@contextlib.contextmanager
-def _unrolled_threefry():
-    """Lower JAX's threefry hash (Keras's dropout generator) unrolled while lowering.
-
-    On CPU JAX emits threefry as a 5-trip XLA while loop (small programs); inside the
-    scanned step that nested loop adds kernels and loop bookkeeping, and the epoch
-    program compiled ~0.1-0.15 s slower (of ~0.8 s) with it. The unrolled form is JAX's
-    own lowering for other platforms and computes the same bits. Uses JAX internals:
-    if they move, JAX's own lowering is kept.
-    """
-    try:
-        from jax._src.interpreters import mlir
-        from jax._src.random import threefry2x32 as tf2x32
-
-        table = mlir._platform_specific_lowerings["cpu"]
-        prim = tf2x32.threefry2x32_p
-        old = table.get(prim)
-        new = mlir.LoweringRuleEntry(tf2x32._threefry2x32_lowering_rule, False)
-    except Exception:  # noqa: BLE001 - JAX internals moved: keep JAX's own lowering
-        yield
-        return
-    table[prim] = new
-    try:
-        yield
-    finally:
-        if old is None:
-            table.pop(prim, None)
-        else:
-            table[prim] = old
-
-
 def _compiler_options() -> dict[str, Any]:
     """XLA options for the epoch programs (measured on the seed's network, 2 cores).
 
@@ -398,7 +371,7 @@ class _Programs:
         if not todo:
             return
         t0 = time.perf_counter()
-        with _unrolled_threefry():  # tracing is Python: one program after the other
+        with _compat.unrolled_threefry():  # tracing is Python: one program after the other
             lowered = {k: self._jitted[k].lower(*a) for k, a in todo.items()}
         t1 = time.perf_counter()
         opts = _compiler_options()
@@ -537,7 +510,7 @@ class FastRunner:
         model.stop_training = False
         training_logs: dict = {}
         cbs.on_train_begin()
-        first = getattr(model, "_initial_epoch", None) or initial_epoch
+        first = _compat.initial_epoch(model) or initial_epoch
         for epoch in range(first, epochs):
             model.reset_metrics()
             cbs.on_epoch_begin(epoch)
@@ -577,13 +550,14 @@ class FastRunner:
     @staticmethod
     def _build(model: keras.Model, x: np.ndarray, y: np.ndarray, shuffle: bool) -> None:
         """Build model, compiled loss/metrics and optimizer as ``model.fit`` does."""
+        loss, metrics = _compat.compiled_loss_and_metrics(model)
         unbuilt = (
-            not all(layer.built for layer in model._flatten_layers())
-            or (model._compile_metrics is not None and not model._compile_metrics.built)
-            or (model._compile_loss is not None and not model._compile_loss.built)
+            not all(layer.built for layer in _compat.flatten_layers(model))
+            or (metrics is not None and not metrics.built)
+            or (loss is not None and not loss.built)
         )
         if unbuilt:
-            model._symbolic_build(data_batch=(x[:1], y[:1]))
+            _compat.symbolic_build(model, x[:1], y[:1])
             if shuffle:
                 # model.fit builds from the first batch of a shuffled epoch, which draws
                 # one permutation: draw it too, so seeded runs shuffle identically.

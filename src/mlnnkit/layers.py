@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,7 +38,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from mlnnkit._precision import enable_float64, is_float64
+from mlnnkit._precision import float64_enabled, is_float64
 
 __all__ = [
     "INPUT_TRANSFORMS",
@@ -102,8 +103,14 @@ class _MinMax(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if is_float64(self.dtype_policy):
-            enable_float64()
+        if is_float64(self.dtype_policy) and not float64_enabled():
+            # no switching here (a constructor has no business with process state): say it
+            warnings.warn(
+                f"{type(self).__name__} {self.name!r} is float64 but JAX's 64-bit mode is off, "
+                "so it computes in float32: call mlnnkit.float64() first (mlnnkit.models."
+                "load_model does it for a float64 model, with a note)",
+                stacklevel=2,
+            )
         self.minimum = _floats(minimum, "minimum")
         self.maximum = _floats(maximum, "maximum")
         if (self.minimum is None) != (self.maximum is None):

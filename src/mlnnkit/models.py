@@ -7,6 +7,9 @@ models of the same architecture); :func:`load_network` also takes a legacy netwo
 (OC-SMART ``.h5``, ffbp ``.net``, through :func:`mlnnkit.legacy.load`);
 :func:`load_model_for_predict` refuses one with the import command to run first.
 
+A float64 model (e.g. a legacy network imported in float64) switches JAX's 64-bit mode
+on as it loads, with one note (see :func:`mlnnkit.float64`).
+
 Shapes and names: :func:`model_io_shapes`, :func:`model_io_sizes`,
 :func:`sample_shape`, :func:`check_samples` (the one check of data against a model's
 input), :func:`io_names`.
@@ -38,6 +41,26 @@ def _custom_objects() -> dict:
     except ImportError:
         pass
     return {}
+
+
+def _holds_float64(path: Path) -> bool:
+    """True when the saved model's config asks for float64 (a ``.keras`` archive's
+    ``config.json`` or a Keras ``.h5``'s ``model_config``)."""
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                text = z.read("config.json").decode("utf-8", "replace")
+        else:
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                raw = f.attrs.get("model_config", "")
+                text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    except Exception:  # noqa: BLE001 - unreadable files fail in Keras's loader, with a message
+        return False
+    return '"float64"' in text
 
 
 def load_model(
@@ -105,6 +128,10 @@ def load_model(
         return model
     if not name.endswith((".keras", ".h5", ".hdf5")):
         raise UserError(f"{path}: unknown model format (use .keras, .h5 or .weights.h5)")
+    if _holds_float64(path):
+        from mlnnkit._precision import enable_float64
+
+        enable_float64(f"{path.name} is a float64 model")  # before its weights are made
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -86,6 +86,16 @@ def check_input_shape(model: keras.Model, x: np.ndarray, what: str = "data") -> 
     check_samples(model, x, what, by_columns=False)
 
 
+# Words of the ValueErrors Keras raises for data that do not fit the model or its loss
+# (shapes, ranks, dtypes, targets, class labels): the user's to fix.
+_DATA_ERROR_WORDS = ("shape", "rank", "dtype", "incompatible", "target", "label", "logits")
+
+
+def _data_error(e: ValueError) -> bool:
+    msg = str(e).lower()
+    return any(w in msg for w in _DATA_ERROR_WORDS)
+
+
 def fit(
     model: keras.Model,
     x: np.ndarray,
@@ -98,14 +108,25 @@ def fit(
     shuffle: bool = True,
     verbose: int | str = "auto",
     engine: str = "auto",
+    patience: int | None = None,
 ) -> FitResult:
-    """Fit a compiled model; the one fit path of train, finetune and tune.
+    """Fit a compiled model; the one fit path of train, finetune, transfer and tune.
 
     ``engine``: ``"keras"`` is ``model.fit``; ``"auto"`` picks the fastest path that
     supports the model and callbacks (falling back to ``model.fit``). The result says which
-    engine ran.
+    engine ran. ``patience`` (default None: off): early stopping on the validation loss
+    after that many epochs without improvement, best weights restored (only with
+    non-empty ``validation_data``). A ValueError of Keras about the data (shapes, dtypes,
+    targets) becomes a :class:`~mlnnkit.errors.UserError`; any other error is raised as is.
     """
     check_input_shape(model, x, "training data")
+    callbacks = list(callbacks or [])
+    if patience is not None and validation_data is not None and len(validation_data[0]):
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=patience, restore_best_weights=True, verbose=0
+            )
+        )
     if validation_data is not None:
         check_input_shape(model, validation_data[0], "validation data")
     if verbose == "auto":
@@ -147,7 +168,8 @@ def fit(
                     verbose=verbose,
                 )
     except ValueError as e:
-        # Keras raises ValueError for targets/loss/shape mismatches: the user's to fix.
+        if not _data_error(e):
+            raise  # a bug, not the user's data: keep the traceback
         raise UserError(f"training failed: {' '.join(str(e).split())[:500]}") from e
     seconds = time.perf_counter() - t0
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
@@ -165,6 +187,8 @@ def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int =
     try:
         res = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
     except ValueError as e:
+        if not _data_error(e):
+            raise
         raise UserError(f"evaluation failed: {' '.join(str(e).split())[:500]}") from e
     return {k: float(v) for k, v in res.items()}
 

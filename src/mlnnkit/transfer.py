@@ -297,24 +297,11 @@ def _stage(model, data, *, epochs, batch_size, patience, verbose, seed):
     from mlnnkit.train import fit
 
     (x_tr, y_tr), val = data
-    cbs = []
-    if val is not None:
-        cbs.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=patience, restore_best_weights=True, verbose=0
-            )
-        )
     keras.utils.set_random_seed(seed)
     return fit(
-        model,
-        x_tr,
-        y_tr,
-        epochs=epochs,
-        batch_size=batch_size,
-        validation_data=val,
-        callbacks=cbs,
-        verbose=verbose,
-    )
+        model, x_tr, y_tr, epochs=epochs, batch_size=batch_size, validation_data=val,
+        patience=patience, verbose=verbose,
+    )  # fmt: skip
 
 
 def _scores(

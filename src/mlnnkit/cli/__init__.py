@@ -4,12 +4,15 @@ Every command lives in its own module of this package and registers itself on th
 Typer app in :mod:`mlnnkit.cli._app`. Errors: a :class:`mlnnkit.errors.MlnnkitError` or a
 usage error prints one line ``error: ...`` on stderr and exits 2 (``VerificationError``
 exits 1); ``--debug`` adds the traceback. Ctrl-C prints one line ``error: interrupted``
-(with how to continue, for the commands that can) and exits 130.
+(with how to continue, for the commands that can) and exits 130. The library's notes (``mlnnkit.notes``, e.g.
+float64 switched on) print as ``note: ...`` lines.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import sys
 import traceback
 
@@ -73,9 +76,36 @@ def _interrupted(e: BaseException | None) -> int:
     return 130
 
 
+
+class _NoteHandler(logging.Handler):
+    """Prints the library's notes (the ``mlnnkit.notes`` logger) as ``note: ...`` lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"note: {_one_line(record.getMessage())}", flush=True)
+
+
+@contextlib.contextmanager
+def _notes_as_lines():
+    logger = logging.getLogger("mlnnkit.notes")
+    handler = _NoteHandler()
+    logger.addHandler(handler)
+    old = logger.propagate
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = old
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit status (0 ok, 1 check failed, 2 user error, 130
     interrupted)."""
+    with _notes_as_lines():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     state.debug = "--debug" in args
     from mlnnkit import _interrupt

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mlnnkit.cli._app import app
+from mlnnkit.cli._options import options_for_parameters
 
 
 @app.command()
@@ -95,8 +96,21 @@ def finetune(
     rows, and write OUTDIR: report.json, history.png, scatter.png, model.keras (and the
     network in its legacy format again when it came from one)."""
     from mlnnkit import finetune as ft
+    from mlnnkit.errors import UserError
 
-    res = ft.run(
+    try:
+        res = _run(ft, model, data, out, inputs, targets, drop_nonfinite, test_fraction,
+                   val_fraction, freeze, freeze_until, lr, epochs, batch_size, patience, l2sp,
+                   seed, compare_scratch, scratch_lr, verbose)  # fmt: skip
+    except UserError as e:
+        raise UserError(options_for_parameters(str(e))) from None
+    _print_report(res, out)
+
+
+def _run(ft, model, data, out, inputs, targets, drop_nonfinite, test_fraction, val_fraction,
+         freeze, freeze_until, lr, epochs, batch_size, patience, l2sp, seed, compare_scratch,
+         scratch_lr, verbose):  # fmt: skip
+    return ft.run(
         model,
         data,
         out,
@@ -117,6 +131,9 @@ def finetune(
         scratch_lr=scratch_lr,
         verbose="auto" if verbose else 0,
     )
+
+
+def _print_report(res, out) -> None:
     r = res.report
     f = r["finetuning"]
     typer.echo(

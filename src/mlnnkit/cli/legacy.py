@@ -342,6 +342,7 @@ def import_(
     """
     from mlnnkit import _atomic, legacy
     from mlnnkit.errors import UserError, VerificationError
+    from mlnnkit.legacy._keras import model_dtype
     from mlnnkit.train import save_model
 
     _atomic.check_output_file(out, "--out")
@@ -365,32 +366,11 @@ def import_(
         typer.echo(
             f"physical: {recipe.describe()}: inputs {_short(ins)}, outputs {_short(outs)}"
         )
-    auto = dtype is None and sigmoid != "snap"
-    dtype = dtype or ("float64" if sigmoid == "snap" else "float32")
-    from mlnnkit.legacy._keras import fits_float32
-
-    if auto and not fits_float32(spec):
-        typer.echo("note: the network holds values beyond float32's range; importing in float64")
-        auto, dtype = False, "float64"
-    model = legacy.to_keras(spec, dtype, sigmoid=sigmoid, name=file.stem, recipe=recipe)
-    result = legacy.verify(model, spec, samples=samples, tolerance=tolerance)
-    phys = result.max_physical_rel_error
-    if auto and (not result.passed or (phys is not None and phys > tolerance)):
-        # Some networks are too ill-conditioned for float32 arithmetic: say so, use float64.
-        # A physical model also needs its exponentiated outputs within the tolerance,
-        # relative to their values (an error in log space is a relative error after exp).
-        what = (
-            f"{result.max_rel_error:.3g} of an output's range"
-            if not result.passed
-            else f"{phys:.3g} relative to its physical outputs (after pow10/exp)"
-        )
-        typer.echo(
-            f"note: in float32 this network errs by {what} (> tolerance {tolerance:g}); "
-            "importing it in float64 instead (pass --dtype float32 to insist)"
-        )
-        dtype = "float64"
-        model = legacy.to_keras(spec, dtype, sigmoid=sigmoid, name=file.stem, recipe=recipe)
-        result = legacy.verify(model, spec, samples=samples, tolerance=tolerance)
+    model, result = legacy.import_spec(
+        spec, dtype=dtype, sigmoid=sigmoid, samples=samples, tolerance=tolerance,
+        name=file.stem, recipe=recipe,
+    )  # the library's choice of dtype and float64 fallback (its notes are printed)  # fmt: skip
+    dtype = model_dtype(model)
     _report(result, full_table=False)
     if not result.passed:
         hint = (

@@ -112,31 +112,36 @@ def transfer(
     head on the frozen base, stage 2 unfreezes its top layers at a lower learning rate;
     writes OUTDIR: report.json, history.png, confusion.png, model.keras."""
     from mlnnkit import transfer as tl
+    from mlnnkit.cli._options import options_for_parameters
+    from mlnnkit.errors import UserError
 
-    res = tl.run(
-        base,
-        data,
-        out,
-        test_data=test_data,
-        cut_at=cut_at,
-        image_size=_size(image_size),
-        weights=weights,
-        scale=scale,
-        test_fraction=test_fraction,
-        val_fraction=val_fraction,
-        epochs=epochs,
-        fine_tune_epochs=fine_tune_epochs,
-        unfreeze=unfreeze,
-        lr=lr,
-        fine_tune_lr=fine_tune_lr,
-        batch_size=batch_size,
-        patience=patience,
-        dropout=dropout,
-        augment=augment,
-        compare_scratch=compare_scratch,
-        seed=seed,
-        verbose="auto" if verbose else 0,
-    )
+    try:
+        res = tl.run(
+            base,
+            data,
+            out,
+            test_data=test_data,
+            cut_at=cut_at,
+            image_size=_size(image_size),
+            weights=weights,
+            scale=scale,
+            test_fraction=test_fraction,
+            val_fraction=val_fraction,
+            epochs=epochs,
+            fine_tune_epochs=fine_tune_epochs,
+            unfreeze=unfreeze,
+            lr=lr,
+            fine_tune_lr=fine_tune_lr,
+            batch_size=batch_size,
+            patience=patience,
+            dropout=dropout,
+            augment=augment,
+            compare_scratch=compare_scratch,
+            seed=seed,
+            verbose="auto" if verbose else 0,
+        )
+    except UserError as e:  # the library names parameters, the command its options
+        raise UserError(options_for_parameters(str(e))) from None
     r = res.report
     typer.echo(
         f"{len(r['classes'])} classes; {r['n_train']} training, {r['n_val']} validation, "

@@ -29,7 +29,7 @@ def split_rows(
     seed: int,
     *,
     where: str = "",
-    names: tuple[str, str] = ("--test-fraction", "--val-fraction"),
+    names: tuple[str, str] = ("test_fraction", "val_fraction"),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Seeded random split of ``n`` rows into (train, validation, test) indices.
 
@@ -43,7 +43,7 @@ def split_rows(
         val_fraction: fraction of the remaining rows for validation, in ``[0, 1)``.
         seed: seed of the permutation.
         where: prefix of error messages (e.g. the data file).
-        names: how errors name the two fractions (default: the CLI options).
+        names: how errors name the two fractions (default: these parameters' names).
     """
     t_name, v_name = names
     if not 0 <= test_fraction < 1:
@@ -99,7 +99,7 @@ def drop_nonfinite(
             f"(first: data row {first + 1}, column {col})"
         )
         if policy == "error":
-            raise UserError(f"{where}{msg}: remove those rows or pass --drop-nonfinite")
+            raise UserError(f"{where}{msg}: remove those rows or pass drop_nonfinite=True")
         if warn is None:
             import sys
 

@@ -209,8 +209,8 @@ def read_xy(
             if "x" not in f.files or "y" not in f.files:
                 raise UserError(
                     f"{where}an .npz needs arrays 'x' (rows x inputs) and 'y' (rows x outputs); "
-                    f"it has {', '.join(f.files) or 'none'}: rename them, or pass --inputs and "
-                    "--targets to pick columns"
+                    f"it has {', '.join(f.files) or 'none'}: rename them, or pass inputs=COLS and "
+                    "targets=COLS to pick columns"
                 )
             x, y = np.asarray(f["x"]), np.asarray(f["y"])
         if y.ndim == 1:
@@ -239,13 +239,13 @@ def read_xy(
                 inputs = list(names)
             else:
                 raise UserError(
-                    f"{where}pass --inputs COLS (the model's {n_in} inputs, in its order; a "
+                    f"{where}pass inputs=COLS (the model's {n_in} inputs, in its order; a "
                     "comma list or a glob such as 'Rrs_*')"
                 )
         if targets is None:
-            raise UserError(f"{where}pass --targets COLS (the model's {n_out} outputs, in order)")
-        input_names = select_columns(df.columns, inputs, what="--inputs", where=where)
-        target_names = select_columns(df.columns, targets, what="--targets", where=where)
+            raise UserError(f"{where}pass targets=COLS (the model's {n_out} outputs, in order)")
+        input_names = select_columns(df.columns, inputs, what="inputs", where=where)
+        target_names = select_columns(df.columns, targets, what="targets", where=where)
         try:
             x = df[input_names].to_numpy("float64")
             y = df[target_names].to_numpy("float64")
@@ -254,12 +254,12 @@ def read_xy(
     if len(in_shape) == 1 and x.shape[1] != n_in:
         raise UserError(
             f"{where}{x.shape[1]} input columns ({_short(input_names)}) but the model takes "
-            f"{n_in} inputs: pass --inputs with {n_in} columns in the network's order"
+            f"{n_in} inputs: pass inputs=COLS with {n_in} columns in the network's order"
         )
     if y.shape[1:] != out_shape and (y.ndim != 2 or y.shape[1] != n_out):
         raise UserError(
             f"{where}{y.shape[1] if y.ndim == 2 else y.shape[1:]} target columns "
-            f"({_short(target_names)}) but the model has {n_out} outputs: pass --targets with "
+            f"({_short(target_names)}) but the model has {n_out} outputs: pass targets=COLS with "
             f"{n_out} columns in the network's order"
         )
     if not (np.issubdtype(x.dtype, np.number) and np.issubdtype(y.dtype, np.number)):

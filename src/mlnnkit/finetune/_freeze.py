@@ -39,9 +39,9 @@ def freeze_layers(
         ['dense']
     """
     if freeze and freeze_until:
-        raise UserError("give either --freeze K or --freeze-until NAME, not both")
+        raise UserError("give either freeze=K or freeze_until=NAME, not both")
     if freeze < 0:
-        raise UserError(f"--freeze must be >= 0 (got {freeze})")
+        raise UserError(f"freeze must be >= 0 (got {freeze})")
     layers = list(_walk(model))
     dense = [ly for ly in layers if isinstance(ly, keras.layers.Dense)]
     tabulated = [
@@ -57,7 +57,7 @@ def freeze_layers(
     if freeze:
         if freeze >= len(dense):
             raise UserError(
-                f"--freeze {freeze} leaves nothing to fine-tune: the model has {len(dense)} "
+                f"freeze {freeze} leaves nothing to fine-tune: the model has {len(dense)} "
                 f"Dense layers; pass at most {len(dense) - 1}"
             )
         to_freeze = dense[:freeze]
@@ -65,7 +65,7 @@ def freeze_layers(
         names = [ly.name for ly in layers]
         if freeze_until not in names:
             raise UserError(
-                f"--freeze-until: no layer named {freeze_until!r}; layers: {', '.join(names)}"
+                f"freeze_until: no layer named {freeze_until!r}; layers: {', '.join(names)}"
             )
         to_freeze = layers[: names.index(freeze_until) + 1]
     for ly in layers:

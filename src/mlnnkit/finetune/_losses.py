@@ -49,7 +49,7 @@ def attach_l2sp(model: keras.Model, alpha: float) -> list:
     """Put an :class:`L2SP` penalty (reference: the current values) on every trainable
     weight of ``model``; returns the variables it was put on (for :func:`detach_l2sp`)."""
     if alpha < 0:
-        raise UserError(f"--l2sp must be >= 0 (got {alpha})")
+        raise UserError(f"alpha must be >= 0 (got {alpha})")
     touched = []
     if alpha == 0:
         return touched

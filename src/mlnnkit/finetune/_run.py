@@ -172,30 +172,16 @@ def _plain_compile(model: keras.Model, lr: float) -> None:
 
 
 def _fit(model, x_tr, y_tr, x_val, y_val, *, epochs, batch_size, patience, verbose, engine):
+    """:func:`mlnnkit.train.fit` on the rows in the model's input dtype, early stopping on
+    the validation rows (when there are any)."""
     from mlnnkit.train import fit
 
-    callbacks = []
-    if x_val is not None and len(x_val):
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=patience, restore_best_weights=True, verbose=0
-            )
-        )
-        val = (x_val, y_val)
-    else:
-        val = None
     dt = model.inputs[0].dtype or "float32"
+    val = None if x_val is None or not len(x_val) else (x_val.astype(dt), y_val.astype(dt))
     return fit(
-        model,
-        x_tr.astype(dt),
-        y_tr.astype(dt),
-        epochs=epochs,
-        batch_size=batch_size,
-        validation_data=None if val is None else (val[0].astype(dt), val[1].astype(dt)),
-        callbacks=callbacks,
-        verbose=verbose,
-        engine=engine,
-    )
+        model, x_tr.astype(dt), y_tr.astype(dt), epochs=epochs, batch_size=batch_size,
+        validation_data=val, patience=patience, verbose=verbose, engine=engine,
+    )  # fmt: skip
 
 
 def finetune(
@@ -235,14 +221,19 @@ def finetune(
 
     refuse_chain(model)
     if lr <= 0 or scratch_lr <= 0:
-        raise UserError("--lr must be > 0")
+        raise UserError(f"{'lr' if lr <= 0 else 'scratch_lr'} must be > 0")
     if epochs < 1 or batch_size < 1 or patience < 0:
-        raise UserError("--epochs and --batch-size must be >= 1, --patience >= 0")
+        raise UserError("epochs and batch_size must be >= 1, patience >= 0")
+    if l2sp < 0:
+        raise UserError(f"l2sp must be >= 0 (got {l2sp})")
     y = np.asarray(y).reshape(len(y), -1)
-    tr, va, te = split_rows(len(x), test_fraction, val_fraction, seed, where=where)
+    tr, va, te = split_rows(
+        len(x), test_fraction, val_fraction, seed, where=where,
+        names=("test_fraction", "val_fraction"),
+    )  # fmt: skip
     if len(te) == 0:
         raise UserError(
-            "--test-fraction must be > 0: the held-out rows measure whether fine-tuning helped"
+            "test_fraction must be > 0: the held-out rows measure whether fine-tuning helped"
         )
     x_tr, y_tr, x_va, y_va, x_te, y_te = x[tr], y[tr], x[va], y[va], x[te], y[te]
     names = list(target_names or [f"y[{j}]" for j in range(y.shape[1])])

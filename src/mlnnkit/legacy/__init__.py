@@ -44,6 +44,7 @@ __all__ = [
     "VerifyResult",
     "detect_format",
     "from_keras",
+    "import_spec",
     "input_ranges",
     "load",
     "physical_recipe",
@@ -177,10 +178,10 @@ def load(
     path: str | Path,
     format: str | None = None,
     *,
-    dtype: str = "float32",
+    dtype: str | None = None,
     sigmoid: str = "exact",
     check: bool = True,
-    samples: int = 2048,
+    samples: int = 10_000,
     tolerance: float = 1e-5,
     allow_large_weights: bool = False,
     physical: bool = False,
@@ -197,14 +198,20 @@ def load(
     the transforms from the network's family (:func:`mlnnkit.retrieval.resolve`: an
     OC-SMART file name, C2RCC ``log_X`` names) or from ``transforms``.
 
+    Either way it is what ``mlnnkit import`` does (the same model): the network in float32, or in float64
+    when float32 arithmetic cannot reproduce it within ``tolerance`` (said in a note;
+    JAX's 64-bit mode is then on for the process).
+
     Args:
         path: the network file.
         format: ``"ocsmart"``, ``"ffbp"``, ``"rawh5"`` or None (detect).
-        dtype: ``"float32"`` (default) or ``"float64"``.
+        dtype: ``"float32"``, ``"float64"`` or None (default: float32, falling back to
+            float64 as above; float64 with ``sigmoid="snap"``).
         sigmoid: ``"exact"`` (default) or ``"snap"`` (SNAP's tabulated sigmoid, for ffbp).
         check: run :func:`verify` on ``samples`` inputs and raise
             :class:`~mlnnkit.errors.VerificationError` above ``tolerance`` of the output
-            ranges (default True); a physical model is verified whole.
+            ranges (default True; without it there is no float64 fallback); a physical
+            model is verified whole.
         allow_large_weights: False (default): refuse weights or biases beyond 1e4 and
             range limits beyond 1e12 in magnitude as a damaged file (see :func:`read`).
         physical: take and give physical values (default False: the network's own).
@@ -229,8 +236,6 @@ def load(
         >>> model.count_params()
         46
     """
-    from mlnnkit.legacy._keras import to_keras
-
     spec = read(path, format, allow_large_weights=allow_large_weights, **options)
     recipe = physical_recipe(
         spec,
@@ -241,12 +246,79 @@ def load(
         names=names,
         output_names=output_names,
     )
-    model = to_keras(spec, dtype, sigmoid=sigmoid, name=Path(path).stem, recipe=recipe)
-    if check:
-        verify(model, spec, samples=samples, tolerance=tolerance).raise_if_failed(
-            f"the model imported from {path}"
-        )
+    model, result = import_spec(
+        spec, dtype=dtype, sigmoid=sigmoid, check=check, samples=samples,
+        tolerance=tolerance, name=Path(path).stem, recipe=recipe,
+    )  # fmt: skip
+    if result is not None:
+        result.raise_if_failed(f"the model imported from {path}")
     return model
+
+
+def import_spec(
+    spec: NetworkSpec,
+    *,
+    dtype: str | None = None,
+    sigmoid: str = "exact",
+    check: bool = True,
+    samples: int = 10_000,
+    tolerance: float = 1e-5,
+    name: str = "network",
+    recipe=None,
+) -> tuple[keras.Model, VerifyResult | None]:
+    """Build the Keras model of ``spec`` and verify it: ``(model, result)`` (``result``
+    None without ``check``); the dtype choice and float64 fallback of :func:`load`, which
+    ``mlnnkit import`` shares. A failed check is returned, not raised.
+
+    Args:
+        spec: the network read from a file.
+        dtype: ``"float32"``, ``"float64"`` or None (default: float32, float64 when the
+            network holds values beyond float32's range or float32 fails ``tolerance``).
+        sigmoid: ``"exact"`` (default) or ``"snap"``.
+        check: verify against the float64 reference (and fall back to float64); default True.
+        samples: verification inputs (default 10,000, as ``mlnnkit import``).
+        tolerance: allowed error, a fraction of each output's range (default 1e-5).
+        name: the model's name (default ``"network"``).
+        recipe: the physical-units recipe (:func:`physical_recipe`), or None (default: the
+            bare network).
+
+    Example:
+        >>> model, result = import_spec(read("net.h5"), name="net")
+        >>> model.name, result.passed
+        ('net', True)
+    """
+    from mlnnkit._precision import enable_float64, note
+    from mlnnkit.legacy._keras import fits_float32, to_keras
+
+    auto = dtype is None and sigmoid != "snap"
+    dtype = dtype or ("float64" if sigmoid == "snap" else "float32")
+    if auto and not fits_float32(spec):
+        note("the network holds values beyond float32's range; importing it in float64")
+        enable_float64()  # said just above
+        auto, dtype = False, "float64"
+    model = to_keras(spec, dtype, sigmoid=sigmoid, name=name, recipe=recipe)
+    if not check:
+        return model, None
+    result = verify(model, spec, samples=samples, tolerance=tolerance)
+    phys = result.max_physical_rel_error
+    if auto and (not result.passed or (phys is not None and phys > tolerance)):
+        # Some networks are too ill-conditioned for float32 arithmetic: say so, use float64.
+        # A physical model also needs its exponentiated outputs within the tolerance,
+        # relative to their values (an error in log space is a relative error after exp).
+        what = (
+            f"{result.max_rel_error:.3g} of an output's range"
+            if not result.passed
+            else f"{phys:.3g} relative to its physical outputs (after pow10/exp)"
+        )
+        note(
+            f"in float32 this network errs by {what} (> tolerance {tolerance:g}); importing "
+            "it in float64 instead, JAX's 64-bit mode now on for this process (ask for "
+            "float32 explicitly to insist)"
+        )
+        enable_float64()  # said just above
+        model = to_keras(spec, "float64", sigmoid=sigmoid, name=name, recipe=recipe)
+        result = verify(model, spec, samples=samples, tolerance=tolerance)
+    return model, result
 
 
 def physical_recipe(

@@ -81,7 +81,7 @@ def to_keras(
     Args:
         spec: the network (validated by its reader).
         dtype: ``"float32"`` (default) or ``"float64"`` for every layer; float64 turns on
-            JAX's 64-bit mode.
+            JAX's 64-bit mode for the process (:func:`mlnnkit.float64`), with a note.
         sigmoid: ``"exact"`` (default, what the network means) or ``"snap"``: sigmoid
             layers use SNAP's tabulated sigmoid (:func:`mlnnkit.layers.snap_sigmoid`) to
             reproduce SNAP's outputs exactly; refused for a network without a sigmoid
@@ -110,7 +110,7 @@ def to_keras(
             "--dtype float64 (library: dtype='float64')"
         )
     if dtype == "float64":
-        enable_float64()
+        enable_float64(f"network {name!r} is built in float64")
     s_in, s_out = spec.input_scaling, spec.output_scaling
     inputs = keras.Input((spec.n_inputs,), dtype=dtype, name="inputs")
     x = inputs
