@@ -184,10 +184,8 @@ def _layers_of(model, kind: str) -> list:
 
 
 def _io_names(model) -> tuple[list[str] | None, list[str] | None]:
-    try:  # the lead's io_names (physical names, chains) when it exists
-        from mlnnkit.models import io_names
-    except ImportError:
-        from mlnnkit.predict_io import model_io_names as io_names
+    from mlnnkit.models import io_names  # physical names, chains (#11, #12)
+
     return io_names(model)
 
 
