@@ -22,7 +22,7 @@ from mlnnkit.errors import MlnnkitError, UserError
 # imported, without `import mlnnkit` importing Keras itself.
 _keras_hook.install()
 
-__all__ = ["MlnnkitError", "UserError", "__version__"]
+__all__ = ["MlnnkitError", "UserError", "__version__", "io_names"]
 
 
 def __getattr__(name: str):
@@ -35,6 +35,10 @@ def __getattr__(name: str):
         import importlib
 
         return importlib.import_module("mlnnkit.legacy")
+    if name == "io_names":
+        from mlnnkit.models import io_names
+
+        return io_names
     if name == "predict_array":
         from mlnnkit.predict import predict_array
 

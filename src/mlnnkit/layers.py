@@ -1,6 +1,8 @@
 """mlnnkit's own serializable Keras layers: the scaling ends of imported legacy networks.
 
-An imported network is ``InputScaling -> Dense ... -> OutputScaling``. The two scaling
+An imported network is ``InputScaling -> Dense ... -> OutputScaling``; a physical import
+(``mlnnkit import --physical``) wraps it as ``InputTransform -> InputScaling -> Dense ... ->
+OutputScaling -> OutputTransform``. The two scaling
 layers hold the physical ranges, the variable names and where the network came from in
 their config, so a saved ``.keras`` file keeps them and reloads with only
 ``import mlnnkit`` (the package registers these layers as soon as Keras is imported).
@@ -9,6 +11,12 @@ their config, so a saved ``.keras`` file keeps them and reloads with only
   uses [-1, 1], ffbp [0, 1]); with no ranges it passes inputs through and only carries
   the metadata.
 - :class:`OutputScaling`: the network's interval -> physical outputs.
+- :class:`InputTransform`: physical inputs -> the network's own variables, elementwise per
+  column (``identity``, ``log10``, ``ln``, ``cos_deg``); no weights, never trained.
+- :class:`OutputTransform`: the network's own output variables -> physical outputs
+  (``identity``, ``pow10``, ``exp``).
+- :func:`transform_numpy`: the same maps (and their inverses) in NumPy, float64, for
+  references, ranges in physical units and targets mapped into the network's space.
 - :func:`snap_sigmoid`: the tabulated sigmoid of SNAP's ffbp reader, as a Dense
   activation, for reproducing SNAP's numbers exactly (the default is the exact sigmoid).
 
@@ -31,7 +39,21 @@ from keras import ops
 
 from mlnnkit._precision import enable_float64, is_float64
 
-__all__ = ["InputScaling", "OutputScaling", "snap_sigmoid"]
+__all__ = [
+    "INPUT_TRANSFORMS",
+    "OUTPUT_TRANSFORMS",
+    "InputScaling",
+    "InputTransform",
+    "OutputScaling",
+    "OutputTransform",
+    "snap_sigmoid",
+    "transform_numpy",
+]
+
+#: Elementwise maps an :class:`InputTransform` applies (physical -> network variable).
+INPUT_TRANSFORMS = ("identity", "log10", "ln", "cos_deg")
+#: Elementwise maps an :class:`OutputTransform` applies (network variable -> physical).
+OUTPUT_TRANSFORMS = ("identity", "pow10", "exp")
 
 # SNAP's ffbp table (see mlnnkit.legacy.reference): 100,000 entries over [-10, 10].
 _SNAP_START = -10.0
@@ -224,3 +246,195 @@ class OutputScaling(_MinMax):
         lo, hi = self.network_range
         mn, mx = np.asarray(self.minimum), np.asarray(self.maximum)
         return self._const(mn) + (x - self._const(lo)) * self._const((mx - mn) / (hi - lo))
+
+
+# --- transform layers -------------------------------------------------------------------
+
+_LN10 = float(np.log(10.0))
+
+
+def transform_numpy(kind: str, x, *, inverse: bool = False) -> np.ndarray:
+    """Apply one transform of the vocabulary (or its inverse) in NumPy float64.
+
+    Forward maps are the layers' (``identity``, ``log10``, ``ln``, ``cos_deg`` on inputs;
+    ``pow10``, ``exp`` on outputs): a non-positive value under a log and NaN/Inf anywhere
+    give NaN. ``inverse=True`` maps back (``log10`` -> ``10**``, ``cos_deg`` ->
+    ``degrees(arccos(clip(c, -1, 1)))``, ``pow10`` -> ``log10``, ...).
+
+    Args:
+        kind: a name from :data:`INPUT_TRANSFORMS` or :data:`OUTPUT_TRANSFORMS`.
+        x: values (array-like).
+        inverse: map back instead (default False).
+
+    Example:
+        >>> transform_numpy("cos_deg", [0.0, 60.0]).round(6).tolist()
+        [1.0, 0.5]
+        >>> transform_numpy("log10", [100.0, -1.0]).tolist()
+        [2.0, nan]
+        >>> float(transform_numpy("cos_deg", 0.5, inverse=True).round(6))
+        60.0
+    """
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        if kind == "identity":
+            y = x.copy()
+        elif kind in ("log10", "ln"):
+            f, g = (np.log10, lambda v: 10.0**v) if kind == "log10" else (np.log, np.exp)
+            y = g(x) if inverse else np.where(x > 0, f(np.where(x > 0, x, 1.0)), np.nan)
+        elif kind == "cos_deg":
+            y = np.degrees(np.arccos(np.clip(x, -1.0, 1.0))) if inverse else np.cos(np.radians(x))
+        elif kind in ("pow10", "exp"):
+            f, g = (lambda v: 10.0**v, np.log10) if kind == "pow10" else (np.exp, np.log)
+            y = np.where(x > 0, g(np.where(x > 0, x, 1.0)), np.nan) if inverse else f(x)
+        else:
+            known = ", ".join(INPUT_TRANSFORMS + OUTPUT_TRANSFORMS[1:])
+            raise ValueError(f"unknown transform {kind!r}: use one of {known}")
+    return np.where(np.isfinite(x), y, np.nan)
+
+
+class _Transform(keras.layers.Layer):
+    """Shared state of the two transform layers: one transform name per variable, names."""
+
+    _VOCABULARY: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        transforms: Sequence[str],
+        names: Sequence[str] | None = None,
+        network_names: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs["trainable"] = False
+        super().__init__(**kwargs)
+        if is_float64(self.dtype_policy):
+            enable_float64()
+        if isinstance(transforms, str):
+            raise ValueError(
+                f"`transforms` must be one name per variable (a list), got the string {transforms!r}"
+            )
+        self.transforms = [str(t) for t in transforms]
+        if not self.transforms:
+            raise ValueError("`transforms` must name at least one variable's transform")
+        bad = sorted({t for t in self.transforms if t not in self._VOCABULARY})
+        if bad:
+            raise ValueError(
+                f"{type(self).__name__}: unknown transform(s) {', '.join(bad)}: use "
+                f"{', '.join(self._VOCABULARY)}"
+            )
+        self.names = self._names(names, "names")
+        self.network_names = self._names(network_names, "network_names")
+
+    def _names(self, names, what):
+        if names is None:
+            return None
+        names = [str(n) for n in names]
+        if len(names) != len(self.transforms):
+            raise ValueError(f"{len(names)} `{what}` for {len(self.transforms)} transforms")
+        return names
+
+    @property
+    def size(self) -> int:
+        """Number of variables."""
+        return len(self.transforms)
+
+    def build(self, input_shape) -> None:
+        n = input_shape[-1]
+        if n is not None and n != self.size:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' has {self.size} transforms but "
+                f"receives {n} variables"
+            )
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def _mask(self, kinds: tuple[str, ...]):
+        return ops.convert_to_tensor(np.isin(self.transforms, kinds))
+
+    def _nan(self, x):
+        return ops.full_like(x, np.nan)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.pop("trainable", None)
+        config.update(
+            transforms=list(self.transforms),
+            names=self.names,
+            network_names=self.network_names,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="mlnnkit")
+class InputTransform(_Transform):
+    """Elementwise per-column map of physical inputs into the network's own variables.
+
+    Column ``k`` gets ``transforms[k]``: ``identity``, ``log10``, ``ln`` or ``cos_deg``
+    (``cos(radians(x))``, angles in degrees). A non-positive value under ``log10``/``ln``,
+    and NaN or Inf in any column, give NaN in that column (never ``-inf``), so the row's
+    outputs are NaN and the rest of a file is unaffected. Keras ops only: no weights,
+    never trained, compiled into the same program as the network.
+
+    Args:
+        transforms: one name per input variable, from :data:`INPUT_TRANSFORMS`.
+        names: the physical variable names (``solz``, ``Lrc_1``, ``rw_443``), or None.
+        network_names: the network's own names of the same variables (what
+            :class:`InputScaling` carries, e.g. ``log_rw_443``), or None.
+
+    Example:
+        >>> layer = InputTransform(["cos_deg", "log10"], names=["solz", "Lrc_1"])
+        >>> np.asarray(layer(np.array([[60.0, 100.0], [0.0, -1.0]]))).round(6).tolist()
+        [[0.5, 2.0], [1.0, nan]]
+    """
+
+    _VOCABULARY = INPUT_TRANSFORMS
+
+    def call(self, inputs):
+        x = ops.cast(inputs, self.compute_dtype)
+        kinds = set(self.transforms)
+        out = x
+        positive = x > 0
+        safe = ops.where(positive, x, ops.ones_like(x))
+        if "log10" in kinds:
+            y = ops.where(positive, ops.log10(safe), self._nan(x))
+            out = ops.where(self._mask(("log10",)), y, out)
+        if "ln" in kinds:
+            y = ops.where(positive, ops.log(safe), self._nan(x))
+            out = ops.where(self._mask(("ln",)), y, out)
+        if "cos_deg" in kinds:
+            y = ops.cos(x * (np.pi / 180.0))
+            out = ops.where(self._mask(("cos_deg",)), y, out)
+        return ops.where(ops.isfinite(x), out, self._nan(x))
+
+
+@keras.saving.register_keras_serializable(package="mlnnkit")
+class OutputTransform(_Transform):
+    """Elementwise per-column map of the network's output variables to physical outputs.
+
+    Column ``k`` gets ``transforms[k]``: ``identity``, ``pow10`` (``10**x``) or ``exp``.
+    NaN in gives NaN out. Keras ops only: no weights, never trained.
+
+    Args:
+        transforms: one name per output variable, from :data:`OUTPUT_TRANSFORMS`.
+        names: the physical output names (``Rrs_1``, ``apig``), or None.
+        network_names: the network's own names (what :class:`OutputScaling` carries,
+            e.g. ``log_apig``), or None.
+
+    Example:
+        >>> layer = OutputTransform(["pow10", "identity"], names=["aph_1", "x"])
+        >>> np.asarray(layer(np.array([[-2.0, 3.0]])), dtype=float).round(6).tolist()
+        [[0.01, 3.0]]
+    """
+
+    _VOCABULARY = OUTPUT_TRANSFORMS
+
+    def call(self, inputs):
+        x = ops.cast(inputs, self.compute_dtype)
+        kinds = set(self.transforms)
+        out = x
+        if "pow10" in kinds:
+            out = ops.where(self._mask(("pow10",)), ops.exp(x * _LN10), out)
+        if "exp" in kinds:
+            out = ops.where(self._mask(("exp",)), ops.exp(x), out)
+        return ops.where(ops.isfinite(x), out, self._nan(x))

@@ -238,39 +238,84 @@ def check_samples(
 
 
 # --------------------------------------------------------------------------- names
+def _layer_names(layer, physical: bool) -> list[str] | None:
+    names = getattr(layer, "names", None)
+    if names is None and physical:
+        names = getattr(layer, "network_names", None)
+    return list(names) if names is not None else None
+
+
+def io_names(model: keras.Model) -> tuple[list[str] | None, list[str] | None]:
+    """The input and output variable names of a model mlnnkit made.
+
+    Physical names when the model has transform layers (:class:`~mlnnkit.layers.InputTransform`
+    first, :class:`~mlnnkit.layers.OutputTransform` last), else the names the scaling layers
+    carry (the network's own variables), else None for the side nobody named.
+
+    Args:
+        model: a ``keras.Model`` (an imported network, physical or bare, or any model).
+
+    Returns:
+        ``(input_names, output_names)``, each a list of strings or None.
+
+    Example:
+        >>> import keras, mlnnkit
+        >>> from mlnnkit.layers import InputScaling, InputTransform
+        >>> x = keras.Input((2,))
+        >>> y = InputTransform(["cos_deg", "log10"], names=["solz", "Lrc_1"])(x)
+        >>> y = InputScaling([0.0, -3.0], [1.0, 0.0], names=["cos_solz", "log_Lrc_1"])(y)
+        >>> mlnnkit.io_names(keras.Model(x, keras.layers.Dense(1)(y)))
+        (['solz', 'Lrc_1'], None)
+    """
+    from mlnnkit.layers import InputScaling, InputTransform, OutputScaling, OutputTransform
+    from mlnnkit.retrieval._chain import chain_info
+
+    info = chain_info(model)  # a chain records its own names (#12)
+    if info is not None:
+        return list(info["input_names"]), list(info["output_names"])
+    layers = list(getattr(model, "layers", []))
+
+    def first(kind):
+        return next((layer for layer in layers if isinstance(layer, kind)), None)
+
+    def last(kind):
+        return next((layer for layer in reversed(layers) if isinstance(layer, kind)), None)
+
+    def pick(transform, scaling):
+        if transform is not None:
+            names = _layer_names(transform, physical=True)
+            if names is not None:
+                return names
+        return _layer_names(scaling, physical=False) if scaling is not None else None
+
+    return (
+        pick(first(InputTransform), first(InputScaling)),
+        pick(last(OutputTransform), last(OutputScaling)),
+    )
+
+
 def model_io_names(model) -> tuple[list[str] | None, list[str] | None]:
-    """Input and output names kept by a model (the ``names`` of the InputScaling and
-    OutputScaling layers of an imported legacy network), or ``None`` for each."""
+    """Input and output names of ``model`` for reading and writing files: those of
+    :func:`io_names` (a chain's, physical names, the scaling layers' names), else the
+    names of scaling layers nested in sub-models, ``None`` for each side nobody named."""
     from mlnnkit.layers import InputScaling, OutputScaling
+
+    ins, outs = io_names(model)
+    if ins is not None and outs is not None:
+        return ins, outs
 
     def walk(layer):
         for sub in getattr(layer, "layers", []) or []:
             yield sub
             yield from walk(sub)
 
-    ins = outs = None
+    nested_in = nested_out = None
     for layer in walk(model):
-        if isinstance(layer, InputScaling) and layer.names and ins is None:
-            ins = [str(n) for n in layer.names]
+        if isinstance(layer, InputScaling) and layer.names and nested_in is None:
+            nested_in = [str(n) for n in layer.names]
         elif isinstance(layer, OutputScaling) and layer.names:
-            outs = [str(n) for n in layer.names]
-    return ins, outs
-
-
-def io_names(model) -> tuple[list[str] | None, list[str] | None]:
-    """``(input_names, output_names)`` of ``model``, ``None`` where unknown: the names an
-    imported network keeps in its scaling layers (the physical-units and chain work extend
-    this to transform layers and chains).
-
-    Args:
-        model: a ``keras.Model``.
-
-    Example:
-        >>> import keras, mlnnkit
-        >>> mlnnkit.models.io_names(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
-        (None, None)
-    """
-    return model_io_names(model)
+            nested_out = [str(n) for n in layer.names]
+    return ins if ins is not None else nested_in, outs if outs is not None else nested_out
 
 
 __all__ = [

@@ -19,6 +19,7 @@ import traceback
 from mlnnkit.cli import train as _train  # noqa: F401
 from mlnnkit.cli import legacy as _legacy  # noqa: F401
 from mlnnkit.cli import predict as _predict  # noqa: F401
+from mlnnkit.cli import chain as _chain  # noqa: F401
 from mlnnkit.cli import finetune as _finetune  # noqa: F401
 from mlnnkit.cli import transfer as _transfer  # noqa: F401
 from mlnnkit.cli import tune as _tune  # noqa: F401

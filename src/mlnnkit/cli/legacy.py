@@ -85,6 +85,70 @@ Tolerance = Annotated[
     ),
 ]
 Format = Annotated[str, typer.Option("--format", help=f"auto|{_FORMATS}.")]
+
+# Physical units (#11): the transforms a processor applies around the network.
+_PHYS = "physical units"
+Physical = Annotated[
+    bool,
+    typer.Option(
+        "--physical",
+        help="Take and give physical values (degrees, reflectances, concentrations): "
+        "transforms from the network's family (OC-SMART file name, C2RCC log_X names) "
+        "or --transforms.",
+        rich_help_panel=_PHYS,
+    ),
+]
+Transforms = Annotated[
+    str | None,
+    typer.Option(
+        "--transforms",
+        help="Input transforms per variable, 1-based: e.g. cos_deg:1-3,log10:4-110 "
+        "(identity|log10|ln|cos_deg); override the family's for the listed variables, "
+        "others keep it (identity without a family). Implies --physical.",
+        rich_help_panel=_PHYS,
+    ),
+]
+OutputTransforms = Annotated[
+    str | None,
+    typer.Option(
+        "--output-transforms",
+        help="Output transforms per variable: e.g. pow10 (all) or exp:1-5 "
+        "(identity|pow10|exp). Implies --physical.",
+        rich_help_panel=_PHYS,
+    ),
+]
+Names = Annotated[
+    str | None,
+    typer.Option(
+        "--names",
+        help="Physical input names, a comma list (one per input). Implies --physical.",
+        rich_help_panel=_PHYS,
+    ),
+]
+OutputNames = Annotated[
+    str | None,
+    typer.Option(
+        "--output-names",
+        help="Physical output names, a comma list. Implies --physical.",
+        rich_help_panel=_PHYS,
+    ),
+]
+
+
+def _recipe(spec, file, physical, transforms, output_transforms, names, output_names):
+    from mlnnkit import legacy
+    from mlnnkit.retrieval._recipes import OPTIONS
+
+    return legacy.physical_recipe(
+        spec,
+        file,
+        physical=physical,
+        transforms=transforms,
+        output_transforms=output_transforms,
+        names=names,
+        output_names=output_names,
+        options=OPTIONS,
+    )
 NetFile = Annotated[Path, typer.Argument(help="Network file: OC-SMART .h5, ffbp .net or raw HDF5.")]
 ModelFile = Annotated[Path, typer.Argument(help="Keras model (.keras or .h5).")]
 
@@ -106,6 +170,13 @@ def _read_options(weights, biases, activations, transpose, norm_in, norm_out, sc
     return {k: v for k, v in opts.items() if v is not None}
 
 
+def _short(names: list[str], k: int = 4) -> str:
+    """``solz, senz, relaz, Lrc_1, ... rh (111)``."""
+    if len(names) <= k + 1:
+        return ", ".join(names)
+    return f"{', '.join(names[:k])}, ... {names[-1]} ({len(names)})"
+
+
 def _report(result, *, full_table: bool) -> None:
     typer.echo(f"verify: {result.describe()}")
     if full_table:
@@ -115,9 +186,9 @@ def _report(result, *, full_table: bool) -> None:
         failing = [rows[0]] + [r for r in rows[1:] if r.endswith("FAIL")]
         typer.echo("\n".join(failing[:21]))
     typer.echo(result.summary())
-    note = result.snap_note()
-    if note:
-        typer.echo(note)
+    for note in (result.physical_note(), result.snap_note()):
+        if note:
+            typer.echo(note)
 
 
 @app.command()
@@ -133,17 +204,53 @@ def inspect(
     norm_in: NormIn = None,
     norm_out: NormOut = None,
     scale_range: ScaleRange = None,
+    transforms: Transforms = None,
+    output_transforms: OutputTransforms = None,
+    names: Names = None,
+    output_names: OutputNames = None,
 ) -> None:
     """Show a network file: format, planes, activations, parameters, inputs and outputs.
 
     Inputs and outputs are listed with their names and ranges when the file has them.
+    When the network's family is recognised (or --transforms are given), the physical
+    variables follow, with their ranges in physical units next to the network's own.
     """
     from mlnnkit import legacy
+    from mlnnkit.errors import UserError
+    from mlnnkit.retrieval import _recipes
 
+    if file.suffix.lower() == ".keras" and file.is_file() and _inspect_chain(file):
+        return
     opts = _read_options(weights, biases, activations, transpose, norm_in, norm_out, scale_range)
     spec = legacy.read(file, _format(format), **opts)
     typer.echo(f"file:        {file}")
     typer.echo(spec.describe())
+    if spec.source_format != "keras":
+        given = (transforms, output_transforms, names, output_names)
+        try:
+            recipe = _recipe(spec, file, True, *given)
+        except UserError:
+            if any(v is not None for v in given):
+                raise
+            typer.echo(
+                "physical:    no known family (import --physical needs --transforms); "
+                f"known: {_recipes.known_families()}"
+            )
+        else:
+            typer.echo(_recipes.describe(recipe, spec))
+
+
+def _inspect_chain(file: Path) -> bool:
+    """Print a chain's steps (`mlnnkit chain`); False when the model is not a chain."""
+    from mlnnkit.models import load_model
+    from mlnnkit.retrieval import describe_chain, is_chain
+
+    model = load_model(file, compile=False)
+    if not is_chain(model):
+        return False
+    typer.echo(f"file:        {file}")
+    typer.echo(describe_chain(model))
+    return True
 
 
 @app.command("import")
@@ -176,12 +283,18 @@ def import_(
     norm_in: NormIn = None,
     norm_out: NormOut = None,
     scale_range: ScaleRange = None,
+    physical: Physical = False,
+    transforms: Transforms = None,
+    output_transforms: OutputTransforms = None,
+    names: Names = None,
+    output_names: OutputNames = None,
 ) -> None:
     """Import a legacy network as a Keras model, verified against the file's own math.
 
     The model is input scaling -> Dense layers -> output scaling. It is compared with an
     independent float64 NumPy forward pass of the file (as `mlnnkit verify` does) and
-    written only if it passes.
+    written only if it passes. With --physical it is input transforms -> scaling -> Dense
+    -> scaling -> output transforms: physical values in and out, named, verified whole.
     """
     from mlnnkit import legacy
     from mlnnkit.errors import UserError, VerificationError
@@ -195,19 +308,32 @@ def import_(
     opts = _read_options(weights, biases, activations, transpose, norm_in, norm_out, scale_range)
     spec = legacy.read(file, _format(format), **opts)
     typer.echo(f"read {spec.source_format} network {file}: {spec.summary()}")
+    recipe = _recipe(spec, file, physical, transforms, output_transforms, names, output_names)
+    if recipe is not None:
+        ins, outs = recipe.input_names, recipe.output_names
+        typer.echo(
+            f"physical: {recipe.describe()}: inputs {_short(ins)}, outputs {_short(outs)}"
+        )
     auto = dtype is None and sigmoid != "snap"
     dtype = dtype or ("float64" if sigmoid == "snap" else "float32")
-    model = legacy.to_keras(spec, dtype, sigmoid=sigmoid, name=file.stem)
+    model = legacy.to_keras(spec, dtype, sigmoid=sigmoid, name=file.stem, recipe=recipe)
     result = legacy.verify(model, spec, samples=samples, tolerance=tolerance)
-    if auto and not result.passed:
+    phys = result.max_physical_rel_error
+    if auto and (not result.passed or (phys is not None and phys > tolerance)):
         # Some networks are too ill-conditioned for float32 arithmetic: say so, use float64.
+        # A physical model also needs its exponentiated outputs within the tolerance,
+        # relative to their values (an error in log space is a relative error after exp).
+        what = (
+            f"{result.max_rel_error:.3g} of an output's range"
+            if not result.passed
+            else f"{phys:.3g} relative to its physical outputs (after pow10/exp)"
+        )
         typer.echo(
-            f"note: in float32 this network errs by {result.max_rel_error:.3g} of an output's "
-            f"range (> tolerance {tolerance:g}); importing it in float64 instead "
-            "(pass --dtype float32 to insist)"
+            f"note: in float32 this network errs by {what} (> tolerance {tolerance:g}); "
+            "importing it in float64 instead (pass --dtype float32 to insist)"
         )
         dtype = "float64"
-        model = legacy.to_keras(spec, dtype, sigmoid=sigmoid, name=file.stem)
+        model = legacy.to_keras(spec, dtype, sigmoid=sigmoid, name=file.stem, recipe=recipe)
         result = legacy.verify(model, spec, samples=samples, tolerance=tolerance)
     _report(result, full_table=False)
     if not result.passed:

@@ -212,6 +212,9 @@ def finetune(
     ``bias``, ``r2`` of the original, the fine-tuned (and scratch) network, overall and
     ``per_output``.
     """
+    from mlnnkit.retrieval._chain import refuse_chain
+
+    refuse_chain(model)
     if lr <= 0 or scratch_lr <= 0:
         raise UserError("--lr must be > 0")
     if epochs < 1 or batch_size < 1 or patience < 0:
@@ -345,6 +348,9 @@ def run(
 
     warn = warn or _stderr
     model = load_network(model_path)
+    from mlnnkit.retrieval._chain import refuse_chain
+
+    refuse_chain(model, str(model_path))
     fmt = source_format(model)
     data = read_data(
         data_path, model, inputs=inputs, targets=targets, drop_nonfinite=drop_nonfinite, warn=warn

@@ -44,6 +44,7 @@ __all__ = [
     "from_keras",
     "input_ranges",
     "load",
+    "physical_recipe",
     "read",
     "save",
     "source_format",
@@ -156,9 +157,19 @@ def load(
     check: bool = True,
     samples: int = 2048,
     tolerance: float = 1e-5,
+    physical: bool = False,
+    transforms: str | list[str] | None = None,
+    output_transforms: str | list[str] | None = None,
+    names: str | list[str] | None = None,
+    output_names: str | list[str] | None = None,
     **options: Any,
 ) -> keras.Model:
     """Import a legacy network file as a Keras model, checked against the file's math.
+
+    With ``physical=True`` the model takes and gives physical values, named:
+    ``InputTransform -> InputScaling -> Dense ... -> OutputScaling -> OutputTransform``,
+    the transforms from the network's family (:func:`mlnnkit.retrieval.resolve`: an
+    OC-SMART file name, C2RCC ``log_X`` names) or from ``transforms``.
 
     Args:
         path: the network file.
@@ -167,10 +178,24 @@ def load(
         sigmoid: ``"exact"`` (default) or ``"snap"`` (SNAP's tabulated sigmoid, for ffbp).
         check: run :func:`verify` on ``samples`` inputs and raise
             :class:`~mlnnkit.errors.VerificationError` above ``tolerance`` of the output
-            ranges (default True).
+            ranges (default True); a physical model is verified whole.
+        physical: take and give physical values (default False: the network's own).
+        transforms, output_transforms: per-variable transforms, ``"cos_deg:1-3,log10:4-5"``
+            (1-based) or one name per variable; they override the family's for the
+            variables they list (default None). Giving any of these four implies
+            ``physical=True``.
+        names, output_names: physical names, a comma list or a list (default None: the
+            family's, or the file's names without ``log_``).
         **options: rawh5 reader options (see :func:`read`).
 
+    Raises:
+        UserError: ``physical=True`` for a file of no known family without
+            ``transforms``/``output_transforms``; options that do not fit the network.
+
     Example:
+        >>> model = load("PACE_Lrc_aaNN.H5", physical=True)   # doctest: +SKIP
+        >>> mlnnkit.io_names(model)[0][:4]                     # doctest: +SKIP
+        ['solz', 'senz', 'relaz', 'Lrc_1']
         >>> model = load("PACE_Lrc_aaNN.H5")                   # doctest: +SKIP
         >>> model = load("net.h5", weights="W{i}", biases="b{i}",
         ...              activations="tanh,linear")            # doctest: +SKIP
@@ -178,12 +203,53 @@ def load(
     from mlnnkit.legacy._keras import to_keras
 
     spec = read(path, format, **options)
-    model = to_keras(spec, dtype, sigmoid=sigmoid, name=Path(path).stem)
+    recipe = physical_recipe(
+        spec,
+        path,
+        physical=physical,
+        transforms=transforms,
+        output_transforms=output_transforms,
+        names=names,
+        output_names=output_names,
+    )
+    model = to_keras(spec, dtype, sigmoid=sigmoid, name=Path(path).stem, recipe=recipe)
     if check:
         verify(model, spec, samples=samples, tolerance=tolerance).raise_if_failed(
             f"the model imported from {path}"
         )
     return model
+
+
+def physical_recipe(
+    spec: NetworkSpec,
+    path: str | Path,
+    *,
+    physical: bool = False,
+    transforms=None,
+    output_transforms=None,
+    names=None,
+    output_names=None,
+    options: dict[str, str] | None = None,
+):
+    """The :class:`~mlnnkit.retrieval.Recipe` of a physical import, or None (bare).
+
+    None when ``physical`` is False and none of the four transform/name arguments is
+    given; ``options`` says how errors name them (default: these parameter names).
+    """
+    given = (transforms, output_transforms, names, output_names)
+    if not physical and all(v is None for v in given):
+        return None
+    from mlnnkit.retrieval import _recipes
+
+    return _recipes.resolve(
+        spec,
+        path,
+        transforms=transforms,
+        output_transforms=output_transforms,
+        names=names,
+        output_names=output_names,
+        options=options or _recipes.PARAMETERS,
+    )
 
 
 def save(
@@ -196,6 +262,9 @@ def save(
     **options: Any,
 ) -> VerifyResult:
     """Write ``model`` in a legacy format; the written file is read back and verified.
+
+    A physical model's transform layers are left out (a legacy file has no place for
+    them): the file holds the bare network, verified against the whole physical model.
 
     Args:
         model: an imported (possibly fine-tuned) model, or one built from Dense layers.

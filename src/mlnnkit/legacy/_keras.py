@@ -2,7 +2,10 @@
 
 An imported network is the functional model ``Input -> InputScaling -> Dense ... ->
 OutputScaling``: plain Dense layers (kernel ``W.T``, bias ``b``), with the ranges, names
-and provenance in the two scaling layers of :mod:`mlnnkit.layers`.
+and provenance in the two scaling layers of :mod:`mlnnkit.layers`. A physical import
+(a :class:`~mlnnkit.retrieval.Recipe`) adds ``InputTransform`` before and
+``OutputTransform`` after, with the physical names; the scaling layers keep the network's
+own ranges and names.
 """
 
 from __future__ import annotations
@@ -14,7 +17,13 @@ import numpy as np
 
 from mlnnkit._precision import enable_float64
 from mlnnkit.errors import UserError
-from mlnnkit.layers import InputScaling, OutputScaling, snap_sigmoid
+from mlnnkit.layers import (
+    InputScaling,
+    InputTransform,
+    OutputScaling,
+    OutputTransform,
+    snap_sigmoid,
+)
 from mlnnkit.legacy.spec import ACTIVATIONS, ALIASES, NetworkSpec, Scaling
 
 DTYPES = ("float32", "float64")
@@ -49,6 +58,7 @@ def to_keras(
     *,
     sigmoid: str = "exact",
     name: str = "network",
+    recipe=None,
 ) -> keras.Model:
     """Build the Keras model that computes what ``spec`` describes.
 
@@ -60,6 +70,9 @@ def to_keras(
             layers use SNAP's tabulated sigmoid (:func:`mlnnkit.layers.snap_sigmoid`) to
             reproduce SNAP's outputs exactly.
         name: the model's name.
+        recipe: a :class:`~mlnnkit.retrieval.Recipe` (default None: the bare network):
+            the model then takes and gives physical values, ``InputTransform`` first and
+            ``OutputTransform`` last.
 
     Example:
         >>> model = to_keras(mlnnkit.legacy.read("net.h5"))  # doctest: +SKIP
@@ -73,6 +86,15 @@ def to_keras(
         enable_float64()
     s_in, s_out = spec.input_scaling, spec.output_scaling
     inputs = keras.Input((spec.n_inputs,), dtype=dtype, name="inputs")
+    x = inputs
+    if recipe is not None:
+        x = InputTransform(
+            recipe.input_transforms,
+            names=recipe.input_names,
+            network_names=recipe.network_input_names,
+            dtype=dtype,
+            name="input_transform",
+        )(x)
     x = InputScaling(
         minimum=None if s_in is None else s_in.minimum.tolist(),
         maximum=None if s_in is None else s_in.maximum.tolist(),
@@ -83,7 +105,7 @@ def to_keras(
         header=spec.header,
         dtype=dtype,
         name="input_scaling",
-    )(inputs)
+    )(x)
     dense = []
     for k, (w, b, act) in enumerate(zip(spec.weights, spec.biases, spec.activations)):
         activation = snap_sigmoid if (act == "sigmoid" and sigmoid == "snap") else act
@@ -101,6 +123,14 @@ def to_keras(
         dtype=dtype,
         name="output_scaling",
     )(x)
+    if recipe is not None:
+        outputs = OutputTransform(
+            recipe.output_transforms,
+            names=recipe.output_names,
+            network_names=recipe.network_output_names,
+            dtype=dtype,
+            name="output_transform",
+        )(outputs)
     model = keras.Model(inputs, outputs, name=model_name(name))
     for layer, w, b in dense:
         layer.set_weights([np.asarray(w).T.astype(dtype), np.asarray(b).reshape(-1).astype(dtype)])
@@ -134,6 +164,9 @@ def _layers(model: keras.Model) -> list:
 def from_keras(model: keras.Model) -> NetworkSpec:
     """Describe a model of shape ``[InputScaling] -> Dense ... -> [OutputScaling]``.
 
+    A physical model's ``InputTransform`` (first) and ``OutputTransform`` (last) are left
+    out: the spec is the bare network, which is all a legacy file can hold.
+
     Works for imported networks (fine-tuned or not) and for models built from scratch
     from Dense layers (a linear Activation layer after a Dense is merged into it; Dropout
     and noise layers, which do nothing at inference, are skipped). Anything else raises
@@ -153,6 +186,10 @@ def from_keras(model: keras.Model) -> NetworkSpec:
             "a legacy network takes flat vectors (rows x inputs)"
         )
     layers = _layers(model)
+    if layers and isinstance(layers[0], InputTransform):
+        layers.pop(0)
+    if layers and isinstance(layers[-1], OutputTransform):
+        layers.pop()
     in_layer = layers.pop(0) if layers and isinstance(layers[0], InputScaling) else None
     out_layer = layers.pop() if layers and isinstance(layers[-1], OutputScaling) else None
     weights, biases, acts = [], [], []
@@ -172,7 +209,7 @@ def from_keras(model: keras.Model) -> NetworkSpec:
             acts[-1] = _activation_name(layer)
         elif kind in _IDENTITY_AT_INFERENCE:
             continue
-        elif isinstance(layer, (InputScaling, OutputScaling)):
+        elif isinstance(layer, (InputScaling, OutputScaling, InputTransform, OutputTransform)):
             raise UserError(
                 f"layer {layer.name!r} ({kind}) sits between Dense layers; a legacy network "
                 "scales only its inputs (first layer) and outputs (last layer)"
@@ -266,3 +303,4 @@ def model_dtype(model: keras.Model) -> str:
     """The dtype samples must have to enter the model (``"float32"``/``"float64"``)."""
     dt = str(getattr(model.inputs[0], "dtype", "float32"))
     return "float64" if "float64" in dt else "float32"
+

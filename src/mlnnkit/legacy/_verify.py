@@ -5,6 +5,12 @@ file (:mod:`mlnnkit.legacy.reference`) on the same inputs spread over the file's
 ranges, edges included, and reports per output the max absolute error and the max error
 relative to the output's range (``max - min`` from the file). For sigmoid networks it
 also measures how far SNAP's tabulated sigmoid is from the exact one on those inputs.
+
+A physical model (with ``InputTransform``/``OutputTransform``) is verified whole: the
+inputs drawn over the network's ranges are mapped to physical values (inverse input
+transforms), the reference is the file's math plus the same transforms in float64, and
+both outputs are mapped back through the inverse output transforms, so the error is
+still relative to each output's range in the network's own space.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import numpy as np
 from mlnnkit.errors import UserError, VerificationError
 from mlnnkit.legacy import reference
 from mlnnkit.legacy._keras import model_dtype, model_sigmoid
+from mlnnkit.retrieval._physical import apply_columns, transform_layers
 from mlnnkit.legacy.spec import NetworkSpec
 
 DEFAULT_SAMPLES = 10_000
@@ -48,6 +55,31 @@ class VerifyResult:
     sigmoid: str
     source_format: str | None
     snap_difference: np.ndarray | None = None
+    physical: bool = False
+    physical_rel_error: np.ndarray | None = None
+    physical_names: list[str] | None = None
+
+    @property
+    def max_physical_rel_error(self) -> float | None:
+        """For a physical model with ``pow10``/``exp`` outputs: the largest
+        ``|model / reference - 1|`` of those outputs in physical units (what a user of
+        the concentrations sees); None otherwise. Not part of :attr:`passed`."""
+        r = self.physical_rel_error
+        if r is None or np.all(np.isnan(r)):
+            return None
+        return float(np.nanmax(r))
+
+    def physical_note(self) -> str | None:
+        """The statement about relative errors in physical units, for physical models."""
+        m = self.max_physical_rel_error
+        if m is None:
+            return None
+        i = int(np.nanargmax(self.physical_rel_error))
+        name = (self.physical_names or self.names)[i]
+        return (
+            f"physical units: max relative error {m:.2e} of the outputs after their "
+            f"pow10/exp (output {name})"
+        )
 
     @property
     def max_rel_error(self) -> float:
@@ -80,6 +112,12 @@ class VerifyResult:
             f"{self.samples:,} samples over the input ranges (edges included): {self.dtype} "
             f"model vs float64 NumPy reference of the {what}"
             + (f" ({sig})" if uses_sigmoid else "")
+            + (
+                "; physical model: inputs mapped to physical units, the reference with the "
+                "same transforms, both outputs mapped back to the network's space"
+                if self.physical
+                else ""
+            )
             + f"; error relative to each output's range ({self.span_from})"
         )
 
@@ -165,14 +203,30 @@ def verify(
     else:
         lo, hi = -np.ones(spec.n_inputs), np.ones(spec.n_inputs)
     dtype = model_dtype(model)
-    x = reference.sample_inputs(lo, hi, samples, seed=seed).astype(dtype)
+    t_in, t_out = transform_layers(model)
+    x = reference.sample_inputs(lo, hi, samples, seed=seed)
+    if t_in is not None:  # network-space samples -> the physical values that give them
+        x = apply_columns(t_in.transforms, x, inverse=True)
+    x = x.astype(dtype)
     x64 = x.astype(np.float64)
+    if t_in is not None:
+        x64 = apply_columns(t_in.transforms, x64)
     sigmoid = model_sigmoid(model)
     ref = reference.forward(spec, x64, sigmoid)
     got = _evaluate(model, x)
+    physical_rel = None
+    if t_out is not None:  # physical outputs back to the network's space
+        ref_phys = apply_columns(t_out.transforms, ref)
+        with np.errstate(all="ignore"):
+            rel = np.abs(got / ref_phys - 1.0)
+        logs = np.array([t != "identity" for t in t_out.transforms])
+        rel = np.where(np.isfinite(rel), rel, np.inf)
+        physical_rel = np.where(logs, rel.max(axis=0), np.nan)
+        got = apply_columns(t_out.transforms, got, inverse=True)
     with np.errstate(invalid="ignore"):
         err = np.abs(got - ref)
-    abs_error = np.where(np.isnan(err).any(axis=0), np.inf, np.nanmax(err, axis=0))
+    bad = np.isnan(err).any(axis=0)  # NaN (e.g. a physical output overflowing): a failure
+    abs_error = np.where(bad, np.inf, np.max(np.where(np.isnan(err), 0.0, err), axis=0))
     span = spec.output_span()
     span_from = "max - min from the file"
     if span is None:
@@ -183,8 +237,11 @@ def verify(
     if "sigmoid" in spec.activations:
         other = reference.forward(spec, x64, "snap" if sigmoid == "exact" else "exact")
         snap = np.max(np.abs(other - ref), axis=0) / span
+    names = spec.names_out()
+    if t_out is not None and t_out.network_names and not spec.output_names:
+        names = list(t_out.network_names)  # the network's (log10_Lrc_1), made by the recipe
     return VerifyResult(
-        names=spec.names_out(),
+        names=names,
         abs_error=abs_error,
         rel_error=abs_error / span,
         span=span,
@@ -195,4 +252,8 @@ def verify(
         sigmoid=sigmoid,
         source_format=spec.source_format,
         snap_difference=snap,
+        physical=t_in is not None or t_out is not None,
+        physical_rel_error=physical_rel,
+        physical_names=list(t_out.names) if t_out is not None and t_out.names else None,
     )
+
