@@ -765,7 +765,8 @@ def to_onnx(
         samples: inputs drawn over the model's input ranges, edges included (default
             10,000; without ranges, uniform in [-1, 1]).
         tolerance: largest error allowed, as a fraction of each output's range; default
-            1e-5 for float32 files, 1e-12 for float64 files.
+            1e-5 for float32 files, 1e-12 for float64 files of all-float64 models (1e-5
+            when part of the model, e.g. a chain step, computes in float32).
         seed: seed of the inputs (default 0).
         opset: ONNX opset (default: jax2onnx's, 23).
         flags: add the ``quality_flags`` output (``uint8`` per row, the bits of
@@ -838,7 +839,12 @@ def to_onnx(
     proto = _finish(proto, m, names, meta, doc)
     if proto.ByteSize() > 2_000_000_000:
         raise UserError(f"model {m.name!r} is too large for a single ONNX file (> 2 GB)")
-    tol = float(tolerance) if tolerance is not None else DEFAULT_TOLERANCE[dtype]
+    # A float64 model with float32 parts (a chain of float32 and float64 steps): the file
+    # computes every part in float64, the model some in float32, so they agree only to
+    # float32 precision.
+    all64 = all("float64" in str(w.dtype) for w in m.weights if "float" in str(w.dtype))
+    tol_dtype = "float64" if double and all64 else "float32"
+    tol = float(tolerance) if tolerance is not None else DEFAULT_TOLERANCE[tol_dtype]
     with _atomic.atomic_path(path) as tmp:
         tmp.write_bytes(proto.SerializeToString())
         checks = _check(
