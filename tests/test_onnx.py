@@ -280,3 +280,87 @@ def test_keras_ops_transforms_become_onnx_ops_nan_kept(tmp_path):
     want = np.asarray(model(x))
     assert np.isnan(y[1]).all() and np.isnan(y[2]).all()  # log of -1 and of 0: NaN rows
     np.testing.assert_allclose(y[[0, 3]], want[[0, 3]], rtol=1e-5)
+
+
+@needs_onnx
+def test_physical_model_transforms_in_the_graph(cli, fixtures_dir, tmp_path):
+    """`import --physical` then export: ln/exp are ONNX ops, physical values in and out,
+    matching the file's float64 math plus the transforms (checked here independently)."""
+    import onnx
+
+    from mlnnkit.export import read_onnx_metadata
+    from mlnnkit.layers import transform_numpy
+
+    src = fixtures_dir / FIXTURES["olci_rw_iop"]
+    code, _, err = cli("import", src, "--physical", "-o", tmp_path / "p.keras", "--samples", "500")
+    assert code == 0, err
+    code, out, err = cli("export", tmp_path / "p.keras", "-o", tmp_path / "p.onnx",
+                         "--samples", "1000")  # fmt: skip
+    assert code == 0, err
+    assert "vs the float64 NumPy reference of the file's ffbp math" in out
+    kinds = {n.op_type for n in onnx.load(str(tmp_path / "p.onnx")).graph.node}
+    assert {"Log", "Exp", "Where"} <= kinds
+    meta = read_onnx_metadata(tmp_path / "p.onnx")
+    assert meta["input_transforms"][-1] == "ln" and meta["output_transforms"] == ["exp"] * 5
+    assert meta["output_names"][0] == "apig" and meta["output_network_names"][0] == "log_apig"
+    spec = legacy.read(src)
+    xn = reference.sample_inputs(spec.input_scaling.minimum, spec.input_scaling.maximum, 3000,
+                                 seed=4)  # fmt: skip
+    tr = meta["input_transforms"]
+    x = np.stack([transform_numpy(t, xn[:, j], inverse=True) for j, t in enumerate(tr)], 1)
+    (y,) = _run(tmp_path / "p.onnx", x)
+    ref = np.exp(reference.forward(spec, xn))  # the file's math, then exp
+    rel = np.max(np.abs(np.log(y) - np.log(ref)) / spec.output_span())
+    assert 0 < rel <= 1e-5, rel
+    # a non-positive reflectance: NaN outputs for that row, not an error
+    bad = x[:2].copy()
+    bad[1, -1] = 0.0
+    (yb,) = _run(tmp_path / "p.onnx", bad)
+    assert np.isfinite(yb[0]).all() and np.isnan(yb[1]).all()
+
+
+@needs_onnx
+def test_chain_with_scope_and_flags(cli, fixtures_dir, tmp_path):
+    """A C2RCC-style chain (rtosa AANN scope + rw->IOP): outputs, scope_error and
+    quality_flags as named outputs, equal to `predict_array(..., flags=True)`."""
+    import mlnnkit
+    from mlnnkit.export import read_onnx_metadata
+    from mlnnkit.models import load_model
+
+    for name, f in (("aann", "olci_rtosa_aann"), ("iop", "olci_rw_iop")):
+        code, _, err = cli("import", fixtures_dir / FIXTURES[f], "--physical",
+                           "-o", tmp_path / f"{name}.keras", "--samples", "300")  # fmt: skip
+        assert code == 0, err
+    ch = mlnnkit.retrieval.chain([tmp_path / "iop.keras"], scope=tmp_path / "aann.keras",
+                                 scope_metric="sum_abs")  # fmt: skip
+    ch.save(tmp_path / "chain.keras")
+    code, out, err = cli("export", tmp_path / "chain.keras", "-o", tmp_path / "chain.onnx",
+                         "--flags", "--samples", "1000")  # fmt: skip
+    assert code == 0, err
+    assert "vs the Keras model's quality flags" in out
+    meta = read_onnx_metadata(tmp_path / "chain.onnx")
+    assert meta["outputs"] == ["outputs", "scope_error", "quality_flags"]
+    assert meta["output_names"] == ["apig", "adet", "agelb", "bpart", "bwit"]
+    assert meta["scope"]["metric"] == "sum_abs" and len(meta["chain_steps"]) == 2
+    assert meta["quality_flags"]["flag_meanings"][3] == "out_of_scope"
+    model = load_model(tmp_path / "chain.keras", compile=False)
+    lo, hi = np.array(meta["chain_inputs_range"]).T
+    x = reference.sample_inputs(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo), 2000, seed=9,
+                                edge_fraction=0.0).astype(np.float32)  # fmt: skip
+    x[3, 10] = np.nan
+    y, s, f = _run(tmp_path / "chain.onnx", x)
+    yk, fk = mlnnkit.predict_array(model, x, flags=True)
+    assert y.shape == (2000, 5) and s.shape == (2000,) and f.dtype == np.uint8
+    assert np.isnan(y[3]).all() and f[3] & 16
+    ok = np.isfinite(yk).all(axis=1)
+    np.testing.assert_allclose(y[ok], yk[ok, :5], rtol=2e-4, atol=1e-7)
+    np.testing.assert_allclose(s[ok], yk[ok, 5], rtol=2e-4, atol=1e-7)
+    assert np.mean(f == fk) >= 0.999 and len(set(f.tolist())) > 2  # real, varied flags
+
+
+def test_flags_refused_for_legacy_export(cli, tmp_path):
+    write_ocsmart(tmp_path / "net.h5", [3, 4, 2], seed=0)
+    code, _, err = cli("import", tmp_path / "net.h5", "-o", tmp_path / "m.keras", "--samples", "50")
+    assert code == 0, err
+    code, _, err = cli("export", tmp_path / "m.keras", "-o", tmp_path / "back.h5", "--flags")
+    assert code == 2 and "--flags applies to ONNX export" in err

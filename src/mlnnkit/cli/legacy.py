@@ -464,6 +464,14 @@ def export(
     transpose: Transpose = None,
     norm_in: NormIn = None,
     norm_out: NormOut = None,
+    flags: Annotated[
+        bool,
+        typer.Option(
+            "--flags",
+            help="ONNX: add the quality_flags output (uint8 per row, as `mlnnkit predict "
+            "--flags`).",
+        ),
+    ] = False,
 ) -> None:
     """Write a model back to a legacy format (ocsmart, ffbp or rawh5), verified.
 
@@ -488,7 +496,11 @@ def export(
                  if v is not None]  # fmt: skip
         if given:
             raise UserError(f"{', '.join(given)} apply to --format rawh5 only, not to ONNX")
-        return export_onnx(model, out, samples=samples, tolerance=tolerance, report=_report)
+        return export_onnx(
+            model, out, samples=samples, tolerance=tolerance, flags=flags, report=_report
+        )
+    if flags:
+        raise UserError("--flags applies to ONNX export (-o NET.onnx) only")
     tolerance = 1e-5 if tolerance is None else tolerance
     m = load_model(model, compile=False)
     fmt = _format(format) or legacy.source_format(m)

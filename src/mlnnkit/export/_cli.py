@@ -16,13 +16,14 @@ def export_onnx(
     *,
     samples: int,
     tolerance: float | None,
+    flags: bool = False,
     report: Callable[..., None],
 ) -> None:
     """Write ``model`` (a saved Keras model or a legacy network file) as ``out`` (.onnx),
     print the onnxruntime checks as ``mlnnkit verify`` prints them (``report``)."""
     require_onnx()  # exit 2 with the pip hint before loading anything
     try:
-        result = to_onnx(model, out, samples=samples, tolerance=tolerance)
+        result = to_onnx(model, out, samples=samples, tolerance=tolerance, flags=flags)
     except OnnxVerificationError as e:
         for check in e.checks:
             report(check, full_table=False)

@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import threading
@@ -113,6 +114,25 @@ def compute_dtype(model) -> type:
     return np.float32
 
 
+# XLA options for the forward pass. XLA's CPU backend sends the dots of small dense
+# networks to YNNPACK fusions by default; for the 111-111-57-111-107 tanh PACE network on
+# 2 AVX-512 cores they ran 25-35% slower per CPU-second than XLA's own (Eigen) kernels
+# (JAX 0.10.2; benchmarks/predict_speed.py, side by side with onnxruntime), and a 7-100-1
+# network ran the same either way. Options this XLA does not know are dropped.
+_XLA_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+@functools.cache
+def _compiler_options() -> dict:
+    import jax
+
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=_XLA_OPTIONS).lower(1.0).compile()
+    except Exception:  # noqa: BLE001 - an XLA (or backend) without these options
+        return {}
+    return dict(_XLA_OPTIONS)
+
+
 def _make_fn(model, dtype):
     import jax
     import jax.numpy as jnp
@@ -132,7 +152,7 @@ def _make_fn(model, dtype):
 
         return jax.tree.map(mask, y)
 
-    return jax.jit(fwd)
+    return jax.jit(fwd, compiler_options=_compiler_options() or None)
 
 
 def forward_for(model, chunk_rows: int | None = None) -> Forward:
