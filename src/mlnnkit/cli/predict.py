@@ -69,6 +69,24 @@ def predict(
             "whose address (tcp://host:8786) follows --dask.",
         ),
     ] = False,
+    flags: Annotated[
+        bool,
+        typer.Option(
+            "--flags",
+            help="Also write per-pixel quality flags (uint8, bits OR-ed over every network): "
+            "1 input_out_of_range, 2 output_out_of_range, 4 output_at_limit, 8 out_of_scope, "
+            "16 invalid_input; a quality_flags variable (scenes, with CF flag_masks/"
+            "flag_meanings) or column (tables), OUT.flags.npy beside a .npy output.",
+        ),
+    ] = False,
+    limit_margin: Annotated[
+        float,
+        typer.Option(
+            "--limit-margin", min=0.0,
+            help="With --flags: output_at_limit when a network output is within this of its "
+            "min or max, in the network's own variables (C2RCC's 0.02).",
+        ),
+    ] = 0.02,
     progress: Annotated[
         bool | None,
         typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal)."),
@@ -114,7 +132,7 @@ def predict(
         kwargs = {
             "inputs": inputs, "outputs": outputs, "chunk_rows": chunk_rows,
             "block_rows": block_rows, "progress": bar.advance, "on_open": bar.add,
-            "on_done": report,
+            "on_done": report, "flags": flags, "limit_margin": limit_margin,
         }  # fmt: skip
         if not dask:
             results = predict_io.predict_files(net, jobs, **kwargs)
@@ -123,6 +141,15 @@ def predict(
 
             results = predict_files_dask(net, jobs, address=address, **kwargs)
     failed = [r for r in results if r.error]
+    if flags:
+        from mlnnkit.retrieval import format_flag_counts
+
+        done = [r for r in results if not r.error and r.flag_counts is not None]
+        if done:
+            rows = sum(r.rows for r in done)
+            totals = {k: sum(r.flag_counts[k] for r in done) for k in done[0].flag_counts}
+            for line in format_flag_counts(totals, rows):
+                typer.echo(f"flag {line}")
     if len(jobs) == 1 and failed:
         raise UserError(failed[0].error)
     if failed:

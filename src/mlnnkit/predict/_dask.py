@@ -38,12 +38,14 @@ from mlnnkit.errors import UserError
 from mlnnkit.models import model_io_sizes
 from mlnnkit.predict._base import Source
 from mlnnkit.predict._files import FileResult, error_text, prepare
-from mlnnkit.predict._kinds import open_sink, open_source
+from mlnnkit.predict._kinds import flags_sibling, open_sink, open_source
 
 
 def _block_task(model, path: str, n_inputs: int, columns: list[str], start: int, stop: int,
-                chunk_rows: int | None) -> np.ndarray:  # fmt: skip
-    """One task: read rows ``start:stop`` of ``path`` and predict them (on a worker)."""
+                chunk_rows: int | None, flags: bool = False,
+                limit_margin: float = 0.02):  # fmt: skip
+    """One task: read rows ``start:stop`` of ``path`` and predict them (on a worker);
+    with ``flags``, ``(outputs, quality flags)`` from one compiled program."""
     from mlnnkit.predict._forward import predict_array
 
     source = open_source(path, n_inputs, None if Path(path).suffix == ".npy" else columns)
@@ -51,6 +53,9 @@ def _block_task(model, path: str, n_inputs: int, columns: list[str], start: int,
         x = source.read(start, stop)
     finally:
         source.close()
+    if flags:
+        y, f = predict_array(model, x, chunk_rows, workers=1, flags=True, limit_margin=limit_margin)
+        return y.reshape(len(y), -1), f
     y = predict_array(model, x, chunk_rows, workers=1)
     return y.reshape(len(y), -1)
 
@@ -72,6 +77,7 @@ class _FileState:
     rows: int = 0
     masked: int = 0
     error: str | None = None
+    flag_counts: dict | None = None
 
 
 @contextlib.contextmanager
@@ -123,10 +129,13 @@ def predict_files_dask(
     progress: Callable[[int], None] | None = None,
     on_open: Callable[[Source], None] | None = None,
     on_done: Callable[[FileResult], None] | None = None,
+    flags: bool = False,
+    limit_margin: float = 0.02,
 ) -> list[FileResult]:
     """Predict every ``(input, output)`` job as Dask tasks; same arguments and results as
     :func:`mlnnkit.predict.predict_files`, plus ``address`` (see :func:`dask_client`)
-    and ``tasks_per_thread`` (tasks in flight per worker thread: bounds the memory)."""
+    and ``tasks_per_thread`` (tasks in flight per worker thread: bounds the memory);
+    ``flags`` and ``limit_margin`` as in :func:`mlnnkit.predict.predict_file`."""
     from distributed import as_completed
 
     from mlnnkit.predict._forward import compute_dtype
@@ -154,6 +163,7 @@ def predict_files_dask(
         r = FileResult(
             st.src, st.dst, st.rows if exc is None else 0, st.masked if exc is None else 0,
             time.perf_counter() - st.t0, error=None if exc is None else error_text(exc),
+            flag_counts=st.flag_counts if exc is None else None,
         )  # fmt: skip
         results[st.index] = r
         if on_done is not None:
@@ -175,7 +185,7 @@ def predict_files_dask(
                 t0 = time.perf_counter()
                 try:
                     source, names, out_kind, attrs = prepare(
-                        model, src, dst, inputs=inputs, outputs=outputs
+                        model, src, dst, inputs=inputs, outputs=outputs, flags=flags
                     )
                 except Exception as e:  # noqa: BLE001 - reported per file
                     r = FileResult(Path(src), Path(dst), 0, 0, 0.0, error=error_text(e))
@@ -186,7 +196,16 @@ def predict_files_dask(
                 stack = contextlib.ExitStack()
                 try:
                     tmp = stack.enter_context(_atomic.atomic_path(dst))
-                    sink = open_sink(tmp, out_kind, source, names, attrs, dtype)
+                    flag_cf = tmp_flags = None
+                    if flags:
+                        from mlnnkit.retrieval import flag_attrs
+
+                        flag_cf = flag_attrs()
+                        sibling = flags_sibling(out_kind, dst)
+                        if sibling is not None:
+                            tmp_flags = stack.enter_context(_atomic.atomic_path(sibling))
+                    sink = open_sink(tmp, out_kind, source, names, attrs, dtype,
+                                     flags=flag_cf, flags_path=tmp_flags)  # fmt: skip
                 except Exception as e:  # noqa: BLE001
                     stack.__exit__(type(e), e, e.__traceback__)
                     source.close()
@@ -199,6 +218,10 @@ def predict_files_dask(
                     on_open(source)
                 st = _FileState(i, Path(src), Path(dst), source, sink, stack,
                                 source.ranges(block_rows), t0)  # fmt: skip
+                if flags:
+                    from mlnnkit.retrieval import FLAG_BITS
+
+                    st.flag_counts = {n: 0 for n, _, _ in FLAG_BITS}
                 active.append(st)
                 if not st.ranges:
                     finish(st, None)
@@ -219,7 +242,7 @@ def predict_files_dask(
                 a, b = st.ranges[k]
                 fut = client.submit(
                     _block_task, model_f, str(st.source.path), n_in, st.source.columns,
-                    a, b, chunk_rows, pure=False,
+                    a, b, chunk_rows, flags, limit_margin, pure=False,
                 )  # fmt: skip
                 st.submitted += 1
                 st.futures.add(fut)
@@ -241,7 +264,15 @@ def predict_files_dask(
                 st.done[k] = fut.result()
                 while st.next_write in st.done:  # write in order (CSV, Parquet need it)
                     yk = st.done.pop(st.next_write)
-                    st.sink.write(st.ranges[st.next_write][0], yk)
+                    if flags:
+                        from mlnnkit.retrieval import flag_counts
+
+                        yk, fk = yk
+                        for name, n in flag_counts(fk).items():
+                            st.flag_counts[name] += n
+                        st.sink.write(st.ranges[st.next_write][0], yk, fk)
+                    else:
+                        st.sink.write(st.ranges[st.next_write][0], yk)
                     st.rows += len(yk)
                     st.masked += int(np.isnan(yk[:, 0]).sum())  # masked rows: NaN throughout
                     if progress is not None:
