@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-
 from test_flags import ROWS, crafted_net
 
 
@@ -93,9 +92,9 @@ def test_hdf5_scene_gets_a_flag_dataset(tmp_path, model_path, cli):
 
 def test_flag_name_clash_and_bad_margin(tmp_path, model_path, cli):
     x, _ = _want()
-    xr.Dataset({"x1": ("n", x[:, 0]), "x2": ("n", x[:, 1]), "quality_flags": ("n", x[:, 1])}).to_netcdf(
-        tmp_path / "s.nc"
-    )
+    xr.Dataset(
+        {"x1": ("n", x[:, 0]), "x2": ("n", x[:, 1]), "quality_flags": ("n", x[:, 1])}
+    ).to_netcdf(tmp_path / "s.nc")
     code, _, err = cli("predict", model_path, tmp_path / "s.nc", "-o", tmp_path / "o.nc", "--flags")
     assert code == 2 and "'quality_flags' already exists" in err
     assert not (tmp_path / "o.nc").exists()

@@ -4,6 +4,7 @@ pace_scene.nc (the inputs of OC-SMART's PACE aaNN), written in the current folde
 
     python examples/chains/make_scenes.py [FIXTURES_DIR]   # default ../shared/fixtures
 """
+
 import os
 import sys
 
@@ -13,16 +14,25 @@ import xarray as xr
 from mlnnkit import legacy
 from mlnnkit.legacy.reference import forward
 
-FX = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
-    os.environ.get("MLNNKIT_SHARED", os.path.join(os.path.dirname(__file__), "../../../shared")),
-    "fixtures")
+FX = (
+    sys.argv[1]
+    if len(sys.argv) > 1
+    else os.path.join(
+        os.environ.get(
+            "MLNNKIT_SHARED", os.path.join(os.path.dirname(__file__), "../../../shared")
+        ),
+        "fixtures",
+    )
+)
 rng = np.random.default_rng(42)
 shape = (200, 300)
 n = shape[0] * shape[1]
 
+
 def box(spec, beyond=0.0):
     lo, hi = spec.input_scaling.minimum, spec.input_scaling.maximum
     return lo + rng.uniform(-beyond, 1 + beyond, (n, len(lo))) * (hi - lo)
+
 
 # OLCI (C2RCC): rtosa on the rtosa aann's manifold, with noise; rw over the IOP net's box.
 aann = legacy.read(f"{FX}/c2rcc/olci_rtosa_aann_31x7x31_1159.4.net")
@@ -37,7 +47,9 @@ for names, net in ((aann.input_names, a), (iop.input_names, w)):
         phys = nm.removeprefix("log_")
         v.setdefault(phys, np.exp(net[:, j]) if nm.startswith("log_") else net[:, j])
 v["rw_560"][:500] = 0.0  # a few pixels with a zero reflectance
-ds = xr.Dataset({k: (("line", "pixel"), val.reshape(shape).astype("float32")) for k, val in v.items()})
+ds = xr.Dataset(
+    {k: (("line", "pixel"), val.reshape(shape).astype("float32")) for k, val in v.items()}
+)
 ds["rtosa_865"][0, :20] = np.nan  # masked pixels
 ds.to_netcdf("olci_scene.nc")
 
@@ -48,9 +60,14 @@ p[:, :3] = box(pace)[:, :3] * 0.999
 for _ in range(3):
     p[:, 3:110] = forward(pace, p)
 lrc = 10 ** p[:, 3:110] * np.exp(rng.normal(size=(n, 107)) * np.linspace(0, 0.15, n)[:, None])
-data = {"solz": np.degrees(np.arccos(p[:, 0])), "senz": np.degrees(np.arccos(p[:, 1])),
-        "relaz": np.degrees(np.arccos(p[:, 2]))}
+data = {
+    "solz": np.degrees(np.arccos(p[:, 0])),
+    "senz": np.degrees(np.arccos(p[:, 1])),
+    "relaz": np.degrees(np.arccos(p[:, 2])),
+}
 data.update({f"Lrc_{k + 1}": lrc[:, k] for k in range(107)})
 data["rh"] = 10 ** p[:, 110]
-ds = xr.Dataset({k: (("line", "pixel"), val.reshape(shape).astype("float32")) for k, val in data.items()})
+ds = xr.Dataset(
+    {k: (("line", "pixel"), val.reshape(shape).astype("float32")) for k, val in data.items()}
+)
 ds.to_netcdf("pace_scene.nc")

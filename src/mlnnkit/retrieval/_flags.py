@@ -173,5 +173,7 @@ def format_flag_counts(counts: dict[str, int], rows: int) -> list[str]:
     out = []
     for name, n in counts.items():
         share = 100.0 * n / rows if rows else 0.0
-        out.append(f"{name:<{width}} {n:>{max(1, len(f'{rows:,}'))},} of {rows:,} rows ({share:.2f}%)")
+        out.append(
+            f"{name:<{width}} {n:>{max(1, len(f'{rows:,}'))},} of {rows:,} rows ({share:.2f}%)"
+        )
     return out
