@@ -18,6 +18,7 @@ when a run config is given, compiled from it.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,7 +42,7 @@ def _custom_objects() -> dict:
 
 def load_model(
     path: str | Path,
-    config: RunConfig | None = None,
+    config: RunConfig | str | os.PathLike | None = None,
     *,
     input_shape: tuple[int, ...] | None = None,
     compile: bool = True,
@@ -50,13 +51,27 @@ def load_model(
 
     Args:
         path: ``.keras``, ``.h5``/``.hdf5`` (full model) or ``.weights.h5``.
-        config: a run config; needed for ``.weights.h5`` (its layer stack is built and
-            the weights loaded into it) and used to compile a legacy ``.h5`` whose own
-            compile state cannot be restored.
-        input_shape: shape of one sample when the config does not give one
-            (``.weights.h5`` only).
-        compile: restore/apply the compile state (False: inference only).
+        config: a run config, as a :class:`~mlnnkit.config.RunConfig` or the path of its
+            TOML file (default None); needed for ``.weights.h5`` (its layer stack is
+            built and the weights loaded into it) and used to compile a legacy ``.h5``
+            whose own compile state cannot be restored.
+        input_shape: shape of one sample (default None: the config's
+            ``model.input_shape``, else the shape of its data's samples; ``.weights.h5``
+            only).
+        compile: restore/apply the compile state (default True; False: inference only).
+
+    Example:
+        >>> model = load_model("runs/tiny/model.keras")                    # doctest: +SKIP
+        >>> model = load_model("w.weights.h5", "runs/tiny/config.toml")   # doctest: +SKIP
     """
+    if isinstance(config, (str, os.PathLike)):
+        from mlnnkit.config import load_config
+
+        config = load_config(config)
+    elif config is not None and not hasattr(config, "model"):
+        raise UserError(
+            f"config must be a RunConfig or the path of a TOML run config, not {type(config).__name__}"
+        )
     path = Path(path)
     if not path.exists():
         raise UserError(f"model file not found: {path}")
@@ -69,9 +84,15 @@ def load_model(
             )
         from mlnnkit.build import build_model
 
+        if input_shape is None and config.model.input_shape is None:
+            from mlnnkit.data import load_data  # the shape of one sample, from the data
+
+            input_shape = tuple(load_data(config).x_train.shape[1:])
         model = build_model(config, input_shape=input_shape, compile=compile)
         try:
-            model.load_weights(path)
+            with warnings.catch_warnings():  # e.g. "Skipping variable loading for optimizer"
+                warnings.simplefilter("ignore")
+                model.load_weights(path)
         except Exception as e:  # noqa: BLE001 - h5py/Keras raise several types here
             raise UserError(
                 f"{path}: weights do not fit the config's architecture: {' '.join(str(e).split())[:300]}"
