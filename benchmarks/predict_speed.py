@@ -5,8 +5,10 @@ Measures rows/s on the same rows of:
   (a) the float64 NumPy reference math (what OC-SMART does: matrix products + tanh),
   (b) ``keras.Model.predict`` at its default batch size and at its best batch size,
   (c) ``mlnnkit.predict_array`` with no batch size given,
+  (d) onnxruntime on the network exported by ``mlnnkit.export.to_onnx`` (float32, threads =
+      cores, its best chunk size found by a sweep), when the ``onnx`` extra is installed,
 
-their ratios, the max error of (c) against (a) relative to each output's range, and the
+their ratios (predict_array / onnxruntime among them), the max error of (c) against (a) relative to each output's range, and the
 fraction of the measured float32 matrix-product limit that (c) reaches (the limit: the
 network's own matrix products alone, without bias or tanh, the faster of XLA and NumPy;
 converted to rows/s with the network's FLOP per row; the fraction of the best 2048 x 2048
@@ -205,6 +207,55 @@ def matmul_limit(chunk_rows: int, flop_per_row: int, repeats: int) -> dict:
     return out
 
 
+def onnx_runner(model, probe, workdir: Path):
+    """(run(x) -> outputs, best chunk rows, chunk sweep, description) for onnxruntime on
+    the model exported to ONNX, or None without the onnx extra."""
+    import numpy as np
+
+    try:
+        import onnxruntime as ort
+
+        from mlnnkit.export import to_onnx
+    except ImportError:
+        return None
+    path = workdir / "PACE.onnx"
+    to_onnx(model, path, samples=2000)
+
+    def session_for(spinning: bool):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = os.cpu_count() or 1  # threads = cores
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # onnxruntime's threads spin while waiting for work (its default); on a machine
+        # shared with other processes that can cost more than it saves: both are tried.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    sessions = {True: session_for(True), False: session_for(False)}
+    name = sessions[True].get_inputs()[0].name
+
+    def run_chunked(x, chunk, spinning=True):
+        s = sessions[spinning]
+        return np.concatenate(
+            [s.run(None, {name: x[i : i + chunk]})[0] for i in range(0, len(x), chunk)]
+        )
+
+    sweep = {}
+    for spinning in (True, False):
+        for chunk in (1024, 4096, 16384, 65536, 262144):
+            if chunk > len(probe):
+                continue
+            run_chunked(probe[:chunk], chunk, spinning)  # warm up this shape
+            run = functools.partial(run_chunked, probe, chunk, spinning)
+            sweep[(chunk, spinning)] = len(probe) / best_time(run, 2)
+    best, spin = max(sweep, key=sweep.get)
+    what = (f"onnxruntime {ort.__version__}, {os.cpu_count()} intra-op threads, spinning "
+            f"{'on' if spin else 'off'}, chunk {best} rows")  # fmt: skip
+    shown = {f"{c}{'' if sp else ' (no spin)'}": r for (c, sp), r in sweep.items()}
+    return functools.partial(run_chunked, chunk=best, spinning=spin), best, shown, what
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", type=int, default=2_000_000)
@@ -247,6 +298,18 @@ def main(argv=None) -> dict:
     print("keras predict batch-size sweep (M rows/s): "
           + ", ".join(f"{bs}: {r / 1e6:.2f}" for bs, r in sweep.items()), flush=True)  # fmt: skip
 
+    import tempfile
+
+    workdir = Path(tempfile.mkdtemp(prefix="mlnnkit-bench-"))
+    onnx = onnx_runner(model, probe, workdir)
+    if onnx is None:
+        print('onnxruntime: not measured (the onnx extra is not installed: '
+              'pip install "mlnnkit[onnx]")')  # fmt: skip
+    else:
+        print("onnxruntime chunk sweep (M rows/s): "
+              + ", ".join(f"{c}: {r / 1e6:.2f}" for c, r in onnx[2].items())
+              + f"; {onnx[3]}", flush=True)  # fmt: skip
+
     block = 100_000
 
     def reference_all():
@@ -258,11 +321,18 @@ def main(argv=None) -> dict:
     def ours():
         y_ours["y"] = predict_array(model, x)
 
+    def onnxruntime_all():
+        y_ours["onnx"] = onnx[0](x)
+
     times = {"reference": float("inf"), "keras_best": float("inf"), "ours": float("inf")}
+    methods = [("ours", ours), ("keras_best", lambda: model.predict(x, batch_size=best_bs, verbose=0)),
+               ("reference", reference_all)]  # fmt: skip
+    if onnx is not None:
+        times["onnxruntime"] = float("inf")
+        methods.insert(1, ("onnxruntime", onnxruntime_all))
     cpu = dict(times)
     for r in range(args.repeats):  # interleaved rounds
-        for name, fn in (("ours", ours), ("keras_best", lambda: model.predict(x, batch_size=best_bs, verbose=0)),
-                         ("reference", reference_all)):  # fmt: skip
+        for name, fn in methods:
             if name == "reference" and r >= max(1, args.repeats - 1):
                 continue  # the slowest: one round fewer
             wall, c = timed(fn)
@@ -284,6 +354,13 @@ def main(argv=None) -> dict:
         lo, hi = np.minimum(lo, r64.min(axis=0)), np.maximum(hi, r64.max(axis=0))
     rng_out = out_range if out_range is not None else hi - lo
     rel = max_abs / rng_out
+    onnx_rel = None
+    if onnx is not None:
+        yo, onnx_abs = y_ours["onnx"], np.zeros(y.shape[1])
+        for i in range(0, n, block):
+            r64 = ref(x[i : i + block])
+            onnx_abs = np.maximum(onnx_abs, np.abs(yo[i : i + block] - r64).max(axis=0))
+        onnx_rel = float((onnx_abs / rng_out).max())
 
     limit = matmul_limit(fw.chunk_rows, flop_per_row, args.repeats)
     limit_rows = limit["limit"] * 1e9 / flop_per_row
@@ -300,6 +377,11 @@ def main(argv=None) -> dict:
         "ratio_vs_keras_best": rate["ours"] / rate["keras_best"],
         "ratio_vs_keras_default": rate["ours"] / rate["keras_default"],
         "max_error_rel_range": float(rel.max()),
+        "onnxruntime": None if onnx is None else {
+            "what": onnx[3], "chunk_rows": onnx[1], "chunk_sweep": onnx[2],
+            "max_error_rel_range": onnx_rel,
+        },
+        "ratio_vs_onnxruntime": rate["ours"] / rate["onnxruntime"] if onnx is not None else None,
         "matmul_gflops": limit,
         "matmul_limit_rows_per_s": limit_rows,
         "fraction_of_limit": rate["ours"] / limit_rows,
@@ -313,7 +395,10 @@ def main(argv=None) -> dict:
     for k, label in (("reference", "float64 NumPy reference (a)"),
                      ("keras_default", "keras.Model.predict, default batch size (b)"),
                      ("keras_best", f"keras.Model.predict, batch size {best_bs} (b)"),
+                     ("onnxruntime", f"onnxruntime on the exported .onnx, chunk {onnx[1] if onnx else '-'} (d)"),
                      ("ours", "mlnnkit.predict_array, no batch size (c)")):  # fmt: skip
+        if k not in rate:
+            continue
         print(f"| {label} | {rate[k] / 1e6:.3f} M | {rate[k] / rate['reference']:.1f}x | "
               f"{cpu_rate[k] / 1e6:.3f} M |")  # fmt: skip
     print(f"| the network's float32 matrix products alone ({limit['limit']:.0f} GFLOP/s) | "
@@ -329,12 +414,19 @@ def main(argv=None) -> dict:
           f"GFLOP/s)")  # fmt: skip
     print(f"max error vs float64 reference: {res['max_error_rel_range']:.2e} of the output range "
           f"(goal <= 1e-5)")  # fmt: skip
+    if onnx is not None:
+        print(f"predict_array / onnxruntime: {res['ratio_vs_onnxruntime']:.2f}x "
+              f"({rate['ours'] / 1e6:.3f} vs {rate['onnxruntime'] / 1e6:.3f} M rows/s, same run; "
+              f"per CPU-second {cpu_rate['ours'] / cpu_rate['onnxruntime']:.2f}x); onnxruntime's "
+              f"max error vs float64 reference {onnx_rel:.2e} of the output range")  # fmt: skip
     goals = {
         ">= 1.2 M rows/s": rate["ours"] >= 1.2e6,
         ">= 12x reference": res["ratio_vs_reference"] >= 12,
         "> keras best": res["ratio_vs_keras_best"] > 1,
         "error <= 1e-5": res["max_error_rel_range"] <= 1e-5,
     }
+    if onnx is not None:
+        goals[">= onnxruntime"] = res["ratio_vs_onnxruntime"] >= 1
     print(f"load average at the end: {os.getloadavg()[0]:.1f} (other processes on the machine)")
     print("goals: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in goals.items()))
     res["goals"] = goals

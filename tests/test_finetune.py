@@ -227,7 +227,7 @@ def test_bad_data_exit_2(original, tmp_path, cli):
     df.to_csv(tmp_path / "nan.csv", index=False)
     code, _, err = run("--data", tmp_path / "nan.csv", "--inputs", "a,b,c", "--targets", "t1,t2")
     assert_one_line_error(
-        code, err, "2 of 60 rows have NaN or Inf", "row 7, column b", "--drop-nonfinite"
+        code, err, "2 of 60 rows have NaN or Inf", "data row 8, column b", "--drop-nonfinite"
     )
 
     np.savez(tmp_path / "few.npz", x=x[:3], y=y[:3])

@@ -300,7 +300,7 @@ def test_net_planes_disagree_with_the_ranges(cli, tmp_path):
 def test_text_that_is_not_a_net(cli, tmp_path):
     src = tmp_path / "notes.net"
     src.write_text("problem: nothing here\nno ranges\n")
-    _expect_user_error(cli, tmp_path, src, "no line starting with '#'", extra=("--format", "ffbp"))
+    _expect_user_error(cli, tmp_path, src, "no '#' character", extra=("--format", "ffbp"))
 
 
 def test_inspect_reports_the_same_errors(cli, tmp_path):

@@ -193,7 +193,7 @@ def test_rawh5_import_with_patterns_and_export(cli, tmp_path):
     )
     assert code == 0, err
     with h5py.File(tmp_path / "back.h5") as f:
-        np.testing.assert_array_equal(f["model/kernel_1"][()], ws[0].T.astype(np.float32))
+        np.testing.assert_array_equal(f["model/kernel_0"][()], ws[0].T.astype(np.float32))
     code, _, err = cli(
         "export", tmp_path / "m.keras", "-o", tmp_path / "x.h5", "--format", "ocsmart"
     )

@@ -40,7 +40,9 @@ def make_inputs(folder: Path, rng) -> None:
         write_scene_nc(folder / f"scene{i}.nc", rng, extra=False)
     np.save(folder / "rows.npy", rows(rng, 1001))
     pd.DataFrame(rows(rng, 333), columns=NAMES).to_csv(folder / "rows.csv", index=False)
-    pd.DataFrame(rows(rng, 444), columns=NAMES).to_parquet(folder / "rows.parquet", row_group_size=100)
+    pd.DataFrame(rows(rng, 444), columns=NAMES).to_parquet(
+        folder / "rows.parquet", row_group_size=100
+    )
     with h5py.File(folder / "scene.h5", "w") as f:
         for n in NAMES:
             f.create_dataset(n, data=rng.normal(size=(9, 31)).astype("float32"))
@@ -134,3 +136,49 @@ def test_cli_dask_on_local_threads(tmp_path, rng, cli, model):
     code, _out, err = cli("predict", tmp_path / "m.keras", tmp_path / "x.npy", "tcp://127.0.0.1:9",
                          "-o", tmp_path / "z.npy")  # fmt: skip
     assert code == 2 and "add --dask" in err
+
+
+def test_cli_dask_empty_input_named_exit_2(tmp_path, cli, model):
+    """A header-only CSV with --dask: one line naming the file, exit 2, no output."""
+    (tmp_path / "empty.csv").write_text(",".join(NAMES) + "\n")
+    model.save(tmp_path / "m.keras")
+    code, _out, err = cli("predict", tmp_path / "m.keras", tmp_path / "empty.csv", "-o",
+                         tmp_path / "y.csv", "--dask")  # fmt: skip
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"error: {tmp_path / 'empty.csv'}: no rows to predict (the file holds no data)"
+    ]
+    assert not (tmp_path / "y.csv").exists()
+    code, _out, err = cli("predict", tmp_path / "m.keras", tmp_path / "empty.csv", "-o",
+                         tmp_path / "y.csv", "--dask", "--shared-storage")  # fmt: skip
+    assert code == 2 and "--shared-storage is for --dask with a scheduler address" in err
+
+
+def test_model_travels_as_file_bytes_loaded_once_by_content_hash(tmp_path, model, rng):
+    import hashlib
+
+    from mlnnkit.errors import UserError
+    from mlnnkit.predict._dask import ModelRef, model_ref, worker_model
+
+    model.save(tmp_path / "m.keras")
+    data = (tmp_path / "m.keras").read_bytes()
+    ref = model_ref(tmp_path / "m.keras")
+    assert ref.blob == data and ref.key == hashlib.sha256(data).hexdigest() and ref.path is None
+    assert "bytes" in repr(ref) and len(repr(ref)) < 100  # never the bytes themselves
+    loaded = worker_model(ref)
+    assert loaded is not model and worker_model(ref) is loaded  # loaded once, then cached
+    x = rows(rng, 50)
+    import mlnnkit
+
+    np.testing.assert_array_equal(mlnnkit.predict_array(loaded, x), mlnnkit.predict_array(model, x))
+    shared = model_ref(tmp_path / "m.keras", shared_storage=True)
+    assert shared.blob is None and shared.path == str((tmp_path / "m.keras").resolve())
+    assert shared.key == ref.key
+    # a worker that sees another file at the shared path is refused, naming the path
+    other = ModelRef("0" * 64, "m.keras", path=str(tmp_path / "m.keras"))
+    with pytest.raises(UserError, match="sees another file at .*m.keras than the client"):
+        worker_model(other)
+    with pytest.raises(UserError, match="pass the model as the path"):
+        model_ref(model, shared_storage=True)
+    from_object = model_ref(model)  # a built model travels as .keras bytes too
+    assert from_object.name.endswith(".keras") and from_object.blob[:2] == b"PK"  # a zip

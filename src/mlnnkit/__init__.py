@@ -1,8 +1,12 @@
 """mlnnkit: build, train, tune, port and fine-tune small neural networks on Keras 3.
 
 Importing mlnnkit selects the JAX backend for Keras unless ``KERAS_BACKEND`` is already
-set (it must happen before Keras is first imported; if you import keras yourself first,
-set ``KERAS_BACKEND=jax`` in the environment instead).
+set. Keras picks its backend when it is first imported, so this works only if mlnnkit is
+imported first: ``import keras`` before ``import mlnnkit`` fails with ``No module named
+'tensorflow'`` (Keras's default backend, which mlnnkit does not use). Import mlnnkit
+first, or set ``KERAS_BACKEND=jax`` in the environment. If Keras was already imported
+with another backend and ``KERAS_BACKEND`` is not set, ``import mlnnkit`` raises an
+``ImportError`` saying so.
 
 The centre of everything is a plain ``keras.Model``: importers return one, training,
 fine-tuning, tuning and prediction take one, exporters write one back to a legacy file.
@@ -11,7 +15,28 @@ fine-tuning, tuning and prediction take one, exporters write one back to a legac
 from __future__ import annotations
 
 import os
+import sys
 
+
+def _check_keras_backend() -> None:
+    # Keras imported before mlnnkit (with KERAS_BACKEND unset) runs on the backend of
+    # ~/.keras/keras.json, not JAX: say so here rather than fail obscurely later.
+    keras = sys.modules.get("keras")
+    if keras is None or "KERAS_BACKEND" in os.environ:
+        return
+    try:
+        backend = keras.backend.backend()
+    except Exception:  # noqa: BLE001 - a half-imported Keras: it is imported again later
+        return
+    if backend != "jax":
+        raise ImportError(
+            f"Keras was imported before mlnnkit and runs on the {backend!r} backend; mlnnkit "
+            "runs Keras on JAX: set KERAS_BACKEND=jax in the environment (or import mlnnkit "
+            "before keras)"
+        )
+
+
+_check_keras_backend()
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 from mlnnkit import _keras_hook

@@ -9,8 +9,14 @@ once per machine and loaded in a few milliseconds after that.
 
 Where: ``$MLNNKIT_CACHE_DIR/xla`` (default ``~/.cache/mlnnkit/xla``, or
 ``$XDG_CACHE_HOME/mlnnkit/xla``). ``MLNNKIT_CACHE_DIR=off`` turns the cache off. The
-cache keeps the :data:`MAX_ENTRIES` most recently used programs. Entries are pickles:
-like JAX's own compilation cache, only point it at a folder you own.
+cache keeps the :data:`MAX_ENTRIES` most recently used programs.
+
+Entries are pickles, and loading a pickle runs code: anyone who can write the folder
+could run code in the next training. So the folder is created ``0700`` and each entry
+``0600``, and an entry is loaded only when both the folder and the entry are owned by the
+current user and writable by nobody else. Otherwise the program is compiled instead (and
+nothing is stored in an untrusted folder), and a one-line note on stderr says so, once per
+folder per process.
 
 Why not JAX's persistent compilation cache (``jax_compilation_cache_dir``): it works on
 CPU, but it is process-wide configuration — its folder, the minimum compile time worth
@@ -89,6 +95,81 @@ def cache_key(lowered: Any, compiler_options: dict | None = None) -> str:
     return h.hexdigest()
 
 
+_noted: set[str] = set()
+
+
+def _note_once(key: str, msg: str) -> None:
+    if key not in _noted:
+        _noted.add(key)
+        from mlnnkit._atomic import notify
+
+        notify(msg)
+
+
+def _untrusted(st: os.stat_result) -> str | None:
+    """Why a folder or file with this stat may not be trusted, or None."""
+    import stat as stat_mod
+
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    if uid is not None and st.st_uid != uid:
+        return f"it is owned by uid {st.st_uid}, not by you (uid {uid})"
+    if st.st_mode & (stat_mod.S_IWGRP | stat_mod.S_IWOTH):
+        return f"it is writable by group or others (mode {stat_mod.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why the cache folder may not be used (None: it is safe, or does not exist yet).
+
+    Example:
+        >>> folder_problem(Path("/tmp"))  # world-writable  # doctest: +SKIP
+        'it is writable by group or others (mode 1777)'
+    """
+    try:
+        st = os.stat(folder)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"it cannot be inspected ({e.strerror})"
+    import stat as stat_mod
+
+    if not stat_mod.S_ISDIR(st.st_mode):
+        return "it is not a folder"
+    return _untrusted(st)
+
+
+def _load_entry(path: Path) -> tuple | None:
+    """The unpickled entry, or None when there is none or it may not be trusted."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return None
+    except OSError:  # a symlink (O_NOFOLLOW) or unreadable: do not trust it
+        _note_once(str(path), f"note: not loading the cached program {path}: it is not a plain "
+                   "file you can read; compiling instead")
+        return None
+    with os.fdopen(fd, "rb") as f:
+        why = _untrusted(os.fstat(f.fileno()))
+        if why:
+            _note_once(
+                str(path.parent),
+                f"note: not loading cached compiled programs from {path.parent}: an entry "
+                f"({path.name}) {why[3:] if why.startswith('it ') else why}; compiling instead",
+            )
+            return None
+        return pickle.load(f)
+
+
+def _store(folder: Path, path: Path, blob: bytes) -> None:
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    from mlnnkit._atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+
+
 def _compile(lowered: Any, compiler_options: dict | None) -> Any:
     if compiler_options:
         try:
@@ -113,24 +194,29 @@ def compile_cached(lowered: Any, compiler_options: dict | None = None) -> Any:
         key = cache_key(lowered, compiler_options)
     except Exception:  # noqa: BLE001 - no key, no cache
         return _compile(lowered, compiler_options)
+    why = folder_problem(folder)
+    if why:
+        _note_once(
+            str(folder),
+            f"note: not using the compiled-program cache {folder}: {why}; compiling instead "
+            "(make it yours with mode 700, or set MLNNKIT_CACHE_DIR to a folder of your own)",
+        )
+        return _compile(lowered, compiler_options)
     path = folder / f"{key}.pkl"
-    if path.exists():
-        try:
-            with open(path, "rb") as f:
-                payload, in_tree, out_tree = pickle.load(f)
+    entry = None
+    try:
+        entry = _load_entry(path)
+        if entry is not None:
+            payload, in_tree, out_tree = entry
             compiled = se.deserialize_and_load(payload, in_tree, out_tree)
             os.utime(path)  # most recently used
             return compiled
-        except Exception:  # noqa: BLE001 - damaged or stale entry: drop it, compile
-            path.unlink(missing_ok=True)
+    except Exception:  # noqa: BLE001 - damaged or stale entry: drop it, compile
+        path.unlink(missing_ok=True)
     compiled = _compile(lowered, compiler_options)
     try:
         blob = pickle.dumps(se.serialize(compiled), protocol=pickle.HIGHEST_PROTOCOL)
-        folder.mkdir(parents=True, exist_ok=True)
-        from mlnnkit._atomic import atomic_path
-
-        with atomic_path(path) as tmp:
-            Path(tmp).write_bytes(blob)
+        _store(folder, path, blob)
         _prune(folder)
     except Exception as e:  # noqa: BLE001 - the cache is an optimisation only
         log.debug("could not store the compiled program in %s: %s", folder, e)

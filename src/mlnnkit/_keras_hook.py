@@ -18,6 +18,7 @@ import sys
 def _register() -> None:
     try:
         importlib.import_module("mlnnkit.layers")
+        importlib.import_module("mlnnkit.retrieval._layers")  # chains and flags
     except Exception as e:  # noqa: BLE001 - never break `import keras` because of mlnnkit
         import warnings
 

@@ -184,7 +184,7 @@ class CallbacksConfig(BaseModel):
 class RunConfig(BaseModel):
     model_config = _STRICT
     name: str | None = None
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of every random choice (0 to 2**32 - 1).")
     data: DataConfig
     model: ModelConfig
     compile: CompileConfig = Field(default_factory=CompileConfig)
@@ -296,12 +296,17 @@ def load_config(path: str | Path) -> RunConfig:
     path = Path(path)
     if not path.exists():
         raise UserError(f"config file not found: {path}")
+    if path.is_dir():
+        hint = f" (e.g. {path / 'config.toml'})" if (path / "config.toml").is_file() else ""
+        raise UserError(f"config {path} is a folder: give the TOML file{hint}")
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path}: not valid TOML: {e}") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a text (TOML) file") from None
+    except OSError as e:
+        raise UserError(f"cannot read config {path}: {e.strerror or e}") from None
     return parse_config(data, base_dir=path.parent, where=str(path))
 
 

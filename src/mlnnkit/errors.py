@@ -23,3 +23,17 @@ class VerificationError(MlnnkitError):
     """A model does not compute what the file it came from computes (exit 1)."""
 
     exit_code = 1
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped a command. A ``KeyboardInterrupt``, so code that handles
+    interrupts handles it; its message says what was kept and how to continue, e.g.
+    ``interrupted after epoch 3 of 10; run the same command again ...``. The CLI prints
+    ``error: <message>`` and exits 130.
+
+    Example:
+        >>> str(Interrupted("interrupted after epoch 3 of 10"))
+        'interrupted after epoch 3 of 10'
+    """
+
+    exit_code = 130

@@ -18,6 +18,7 @@ when a run config is given, compiled from it.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,7 +42,7 @@ def _custom_objects() -> dict:
 
 def load_model(
     path: str | Path,
-    config: RunConfig | None = None,
+    config: RunConfig | str | os.PathLike | None = None,
     *,
     input_shape: tuple[int, ...] | None = None,
     compile: bool = True,
@@ -50,13 +51,27 @@ def load_model(
 
     Args:
         path: ``.keras``, ``.h5``/``.hdf5`` (full model) or ``.weights.h5``.
-        config: a run config; needed for ``.weights.h5`` (its layer stack is built and
-            the weights loaded into it) and used to compile a legacy ``.h5`` whose own
-            compile state cannot be restored.
-        input_shape: shape of one sample when the config does not give one
-            (``.weights.h5`` only).
-        compile: restore/apply the compile state (False: inference only).
+        config: a run config, as a :class:`~mlnnkit.config.RunConfig` or the path of its
+            TOML file (default None); needed for ``.weights.h5`` (its layer stack is
+            built and the weights loaded into it) and used to compile a legacy ``.h5``
+            whose own compile state cannot be restored.
+        input_shape: shape of one sample (default None: the config's
+            ``model.input_shape``, else the shape of its data's samples; ``.weights.h5``
+            only).
+        compile: restore/apply the compile state (default True; False: inference only).
+
+    Example:
+        >>> model = load_model("runs/tiny/model.keras")                    # doctest: +SKIP
+        >>> model = load_model("w.weights.h5", "runs/tiny/config.toml")   # doctest: +SKIP
     """
+    if isinstance(config, (str, os.PathLike)):
+        from mlnnkit.config import load_config
+
+        config = load_config(config)
+    elif config is not None and not hasattr(config, "model"):
+        raise UserError(
+            f"config must be a RunConfig or the path of a TOML run config, not {type(config).__name__}"
+        )
     path = Path(path)
     if not path.exists():
         raise UserError(f"model file not found: {path}")
@@ -69,9 +84,15 @@ def load_model(
             )
         from mlnnkit.build import build_model
 
+        if input_shape is None and config.model.input_shape is None:
+            from mlnnkit.data import load_data  # the shape of one sample, from the data
+
+            input_shape = tuple(load_data(config).x_train.shape[1:])
         model = build_model(config, input_shape=input_shape, compile=compile)
         try:
-            model.load_weights(path)
+            with warnings.catch_warnings():  # e.g. "Skipping variable loading for optimizer"
+                warnings.simplefilter("ignore")
+                model.load_weights(path)
         except Exception as e:  # noqa: BLE001 - h5py/Keras raise several types here
             raise UserError(
                 f"{path}: weights do not fit the config's architecture: {' '.join(str(e).split())[:300]}"
@@ -251,25 +272,6 @@ def check_samples(
 
 
 # --------------------------------------------------------------------------- names
-def _scaling_names_nested(model) -> tuple[list[str] | None, list[str] | None]:
-    """The names of the first InputScaling and last OutputScaling anywhere in ``model``
-    (nested models included)."""
-    from mlnnkit.layers import InputScaling, OutputScaling
-
-    def walk(layer):
-        for sub in getattr(layer, "layers", []) or []:
-            yield sub
-            yield from walk(sub)
-
-    ins = outs = None
-    for layer in walk(model):
-        if isinstance(layer, InputScaling) and layer.names and ins is None:
-            ins = [str(n) for n in layer.names]
-        elif isinstance(layer, OutputScaling) and layer.names:
-            outs = [str(n) for n in layer.names]
-    return ins, outs
-
-
 def _layer_names(layer, physical: bool) -> list[str] | None:
     names = getattr(layer, "names", None)
     if names is None and physical:
@@ -300,7 +302,11 @@ def io_names(model: keras.Model) -> tuple[list[str] | None, list[str] | None]:
         (['solz', 'Lrc_1'], None)
     """
     from mlnnkit.layers import InputScaling, InputTransform, OutputScaling, OutputTransform
+    from mlnnkit.retrieval._chain import chain_info
 
+    info = chain_info(model)  # a chain records its own names (#12)
+    if info is not None:
+        return list(info["input_names"]), list(info["output_names"])
     layers = list(getattr(model, "layers", []))
 
     def first(kind):
@@ -316,16 +322,34 @@ def io_names(model: keras.Model) -> tuple[list[str] | None, list[str] | None]:
                 return names
         return _layer_names(scaling, physical=False) if scaling is not None else None
 
-    ins = pick(first(InputTransform), first(InputScaling))
-    outs = pick(last(OutputTransform), last(OutputScaling))
-    if ins is None or outs is None:  # names in nested models
-        nested_in, nested_out = _scaling_names_nested(model)
-        ins, outs = ins or nested_in, outs or nested_out
-    return ins, outs
+    return (
+        pick(first(InputTransform), first(InputScaling)),
+        pick(last(OutputTransform), last(OutputScaling)),
+    )
 
 
-#: The name predict and others used before :func:`io_names`; the same function.
-model_io_names = io_names
+def model_io_names(model) -> tuple[list[str] | None, list[str] | None]:
+    """Input and output names of ``model`` for reading and writing files: those of
+    :func:`io_names` (a chain's, physical names, the scaling layers' names), else the
+    names of scaling layers nested in sub-models, ``None`` for each side nobody named."""
+    from mlnnkit.layers import InputScaling, OutputScaling
+
+    ins, outs = io_names(model)
+    if ins is not None and outs is not None:
+        return ins, outs
+
+    def walk(layer):
+        for sub in getattr(layer, "layers", []) or []:
+            yield sub
+            yield from walk(sub)
+
+    nested_in = nested_out = None
+    for layer in walk(model):
+        if isinstance(layer, InputScaling) and layer.names and nested_in is None:
+            nested_in = [str(n) for n in layer.names]
+        elif isinstance(layer, OutputScaling) and layer.names:
+            nested_out = [str(n) for n in layer.names]
+    return ins if ins is not None else nested_in, outs if outs is not None else nested_out
 
 
 __all__ = [

@@ -13,12 +13,16 @@ model -> fit -> evaluate -> run directory with
 - ``checkpoints/best.keras`` when the checkpoint callback is on.
 
 Every file is written under a temporary name and renamed, so a killed run never leaves a
-half-written file; a run killed mid-fit and started again with the same ``--out``
-continues from its last finished epoch (``callbacks.resume``, on by default).
+half-written file; a run killed mid-fit (or stopped with Ctrl-C) and started again with
+the same ``--out`` continues from its last finished epoch (``callbacks.resume``, on by
+default), exactly: the same history and test metrics as a run that was never stopped.
+A resume with a config that differs from the interrupted run's is refused (``fresh=True``,
+``mlnnkit train --fresh``, starts over instead).
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import shutil
 import sys
@@ -30,12 +34,25 @@ from typing import Any
 import keras
 import numpy as np
 
-from mlnnkit import _atomic
-from mlnnkit.callbacks import EPOCH_LOG, RESUME_DIR, is_resuming, make_callbacks
+from mlnnkit import _atomic, _rundir
+from mlnnkit.callbacks import (
+    BACKUP_DIR,
+    RESUME_DIR,
+    backup_metadata,
+    find_backup,
+    is_resuming,
+    make_callbacks,
+)
 from mlnnkit.config import RunConfig
 from mlnnkit.data import Dataset, load_data
-from mlnnkit.errors import UserError
+from mlnnkit.errors import Interrupted, UserError
 from mlnnkit.models import check_samples
+
+#: the files a finished run writes (metrics.json last: it marks the run complete)
+OUTPUT_FILES = (
+    "metrics.json", "model.keras", "model.h5", "history.csv", "history.png",
+    "checkpoints/best.keras",
+)
 
 
 @dataclass
@@ -108,20 +125,27 @@ def fit(
                 f"fit.engine = 'fast' cannot run this fit: {why}; "
                 "use engine = 'auto' (falls back to Keras's fit) or 'keras'"
             )
+    from mlnnkit import _interrupt
+
+    # Ctrl-C is taken at the next batch/epoch boundary, after the resume backup
+    # (see mlnnkit._interrupt: raised anywhere else, NumPy may swallow it).
+    callbacks = [*(callbacks or []), _interrupt.InterruptCheck(batches=runner is None)]
     t0 = time.perf_counter()
     try:
-        if runner is not None:
-            hist = runner(
-                model, x, y, epochs=epochs, batch_size=batch_size,
-                validation_data=validation_data, callbacks=callbacks, shuffle=shuffle,
-                verbose=verbose,
-            )
-            chosen = "fast"
-        else:
-            hist = model.fit(
-                x, y, epochs=epochs, batch_size=batch_size, validation_data=validation_data,
-                callbacks=callbacks, shuffle=shuffle, verbose=verbose,
-            )
+        with _interrupt.deferred():
+            if runner is not None:
+                hist = runner(
+                    model, x, y, epochs=epochs, batch_size=batch_size,
+                    validation_data=validation_data, callbacks=callbacks, shuffle=shuffle,
+                    verbose=verbose,
+                )
+                chosen = "fast"
+            else:
+                hist = model.fit(
+                    x, y, epochs=epochs, batch_size=batch_size,
+                    validation_data=validation_data, callbacks=callbacks, shuffle=shuffle,
+                    verbose=verbose,
+                )
     except ValueError as e:
         # Keras raises ValueError for targets/loss/shape mismatches: the user's to fix.
         raise UserError(f"training failed: {' '.join(str(e).split())[:500]}") from e
@@ -166,23 +190,101 @@ def apply_overrides(cfg: RunConfig, *, epochs: int | None = None, seed: int | No
             raise UserError("--epochs must be at least 1")
         cfg.fit.epochs = epochs
     if seed is not None:
+        if not 0 <= seed <= 2**32 - 1:
+            raise UserError(f"--seed must be between 0 and 2**32 - 1 (got {seed})")
         cfg.seed = seed
     return cfg
 
 
-def _merged_history(run_dir: Path, fallback: dict[str, list[float]]) -> dict[str, list[float]]:
-    """History of all epochs, including those before a resume (from the epoch log)."""
-    log = run_dir / RESUME_DIR / EPOCH_LOG
-    if not log.exists():
-        return fallback
-    import pandas as pd
+def resume_fingerprint(cfg: RunConfig) -> dict[str, Any]:
+    """The config as plain data with every file path absolute (what a resume must match).
 
-    try:
-        df = pd.read_csv(log)
-    except Exception:  # noqa: BLE001 - a log cut by a kill: fall back to this session's history
-        return fallback
-    df = df.drop_duplicates("epoch", keep="last").sort_values("epoch")
-    return {c: df[c].astype(float).tolist() for c in df.columns if c != "epoch"}
+    Example:
+        >>> resume_fingerprint(load_config("examples/auto_mpg.toml"))["seed"]  # doctest: +SKIP
+        0
+    """
+    from mlnnkit.config import _path_fields
+
+    out = cfg.to_dict()
+    out.pop("tune", None)  # train ignores [tune]
+    for keys, p in _path_fields(cfg):
+        if keys[0] == "tune":
+            continue
+        where = out
+        for k in keys[:-1]:
+            where = where[k]
+        where[keys[-1]] = os.path.abspath(cfg.resolve(p))
+    return out
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out or {prefix: {}}
+    if isinstance(d, list) and d and all(isinstance(v, dict) for v in d):
+        out = {f"{prefix}.length": len(d)} if prefix else {}
+        for i, v in enumerate(d):
+            out.update(_flatten(v, f"{prefix}[{i}]"))
+        return out
+    return {prefix: d}
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``key: old -> new`` for every dotted key whose value differs between two
+    :func:`resume_fingerprint` dicts (a missing key shows as ``(unset)``).
+
+    Example:
+        >>> config_differences({"seed": 42, "fit": {"epochs": 5}}, {"seed": 9, "fit": {"epochs": 5}})
+        ['seed: 42 -> 9']
+    """
+    a, b = _flatten(old), _flatten(new)
+    missing = "(unset)"
+    out = []
+    for k in sorted(set(a) | set(b), key=lambda k: (k.split(".")[0], k)):
+        va, vb = a.get(k, missing), b.get(k, missing)
+        if va != vb:
+            out.append(f"{k}: {_short(va)} -> {_short(vb)}")
+    return out
+
+
+def _short(v: Any) -> str:
+    text = v if isinstance(v, str) and v == "(unset)" else repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_resume(out: Path, cfg: RunConfig) -> None:
+    """Refuse to continue an interrupted run with another config."""
+    meta = backup_metadata(out / RESUME_DIR / BACKUP_DIR)
+    old = (meta or {}).get("config")
+    if old is None:
+        return
+    diff = config_differences(old, resume_fingerprint(cfg))
+    if diff:
+        shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
+        raise UserError(
+            f"{out} holds a run interrupted after epoch {meta['epoch']} with another config "
+            f"({shown}); resume it with the config it was started with, or pass --fresh to "
+            "start over"
+        )
+
+
+def _interrupted(out: Path | None, cfg: RunConfig) -> Interrupted:
+    """The interrupt of a run, saying what is kept and how to continue."""
+    if out is None or not cfg.callbacks.resume:
+        return Interrupted("interrupted")
+    meta = backup_metadata(out / RESUME_DIR / BACKUP_DIR)
+    if meta is None:
+        return Interrupted(
+            f"interrupted before the first epoch ended; nothing kept in {out}: run the same "
+            "command again to start over"
+        )
+    done = int(meta["epoch"])
+    return Interrupted(
+        f"interrupted after epoch {done} of {cfg.fit.epochs}; run the same command again "
+        f"(same --out {out}) to continue from epoch {done + 1}"
+    )
 
 
 def write_history_csv(history: dict[str, list[float]], path: Path) -> None:
@@ -214,6 +316,7 @@ def save_model(model: keras.Model, path: Path) -> Path:
     return Path(path)
 
 
+@_rundir.one_writer("out_dir", when=lambda a: a["save"])  # one writer per run directory
 def run(
     cfg: RunConfig,
     out_dir: str | Path | None,
@@ -222,25 +325,51 @@ def run(
     extra_callbacks: list[keras.callbacks.Callback] | None = None,
     data: Dataset | None = None,
     save: bool = True,
+    fresh: bool = False,
 ) -> RunResult:
     """One training run: data -> model -> fit -> evaluate -> run directory.
 
     ``out_dir=None`` (or ``save=False``) trains and evaluates without writing files (what
     tuning trials do). ``extra_callbacks`` are appended to the config's callbacks (e.g. a
-    pruning callback). Same config and seed give the same test metrics.
+    pruning callback). Same config and seed give the same history and test metrics, also
+    when the run was interrupted and resumed. A run directory holding an interrupted run
+    is resumed when ``cfg`` is the config it was started with, refused (``UserError``
+    naming the keys that differ) when not; ``fresh=True`` (default ``False``) discards it
+    and starts over. Ctrl-C raises :class:`mlnnkit.errors.Interrupted` saying how to go on.
+
+    Example:
+        >>> res = run(load_config("examples/auto_mpg.toml"), "runs/auto_mpg")  # doctest: +SKIP
+        >>> res.metrics["test"]["mae"]                                        # doctest: +SKIP
     """
     out = Path(out_dir) if (out_dir is not None and save) else None
+    fingerprint = resume_fingerprint(cfg) if out is not None else None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        if not is_resuming(out):  # a fresh run: forget the epoch log of an old one
+        _atomic.make_dir(out, "run directory")
+        if fresh or not is_resuming(out):
+            # A fresh run: forget the backup and the outputs of an earlier run, so the
+            # folder never shows this run's config next to another run's results.
             shutil.rmtree(out / RESUME_DIR, ignore_errors=True)
-        _atomic.write_text(out / "config.toml", cfg.to_toml())
+            for name in OUTPUT_FILES:
+                (out / name).unlink(missing_ok=True)
+        else:
+            _check_resume(out, cfg)
+        # Paths relative to the run directory: the copy runs from anywhere.
+        _atomic.write_text(out / "config.toml", cfg.to_toml(relative_to=out))
 
+    try:
+        return _run(cfg, out, verbose, extra_callbacks, data, fingerprint)
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        raise _interrupted(out, cfg) from None
+
+
+def _run(cfg, out, verbose, extra_callbacks, data, fingerprint) -> RunResult:
     keras.utils.set_random_seed(cfg.seed)
     ds = data if data is not None else load_data(cfg)
     model = _build(cfg, ds)
     has_val = ds.x_val is not None and len(ds.x_val) > 0
-    callbacks = make_callbacks(cfg.callbacks, out, has_validation=has_val)
+    callbacks = make_callbacks(cfg.callbacks, out, has_validation=has_val, run_config=fingerprint)
     callbacks += list(extra_callbacks or [])
 
     fr = fit(
@@ -249,13 +378,20 @@ def run(
         validation_data=(ds.x_val, ds.y_val) if has_val else None,
         callbacks=callbacks, shuffle=cfg.fit.shuffle, verbose=verbose, engine=cfg.fit.engine,
     )
-    history = _merged_history(out, fr.history) if out is not None else fr.history
+    backup = find_backup(callbacks)
+    history = fr.history
+    seconds = fr.fit_seconds
+    if backup is not None and backup.resumed_from:
+        # a resumed run: the epochs (and seconds) of the sessions before the interruption too
+        history = backup.history
+        seconds += backup.prior_seconds
+    n_epochs = len(next(iter(history.values()), []))
     test = evaluate(model, ds.x_test, ds.y_test, batch_size=max(cfg.fit.batch_size, 256))
     metrics = {
         "test": test,
-        "epochs": len(next(iter(history.values()), [])),
-        "fit_seconds": round(fr.fit_seconds, 3),
-        "seconds_per_epoch": round(fr.fit_seconds / max(fr.epochs, 1), 4),
+        "epochs": n_epochs,
+        "fit_seconds": round(seconds, 3),
+        "seconds_per_epoch": round(seconds / max(n_epochs, 1), 4),
         "engine": fr.engine,
         **({"engine_reason": fr.engine_reason} if fr.engine_reason else {}),
         "backend": keras.backend.backend(),
@@ -265,6 +401,8 @@ def run(
         "n_val": len(ds.x_val) if has_val else 0,
         "n_test": len(ds.x_test),
     }
+    if backup is not None and backup.resumed_from:
+        metrics["resumed_from_epoch"] = backup.resumed_from
     if has_val:
         metrics["validation"] = {k[4:]: v[-1] for k, v in history.items() if k.startswith("val_")}
     if out is not None:
@@ -292,4 +430,7 @@ def write_outputs(out: Path, model: keras.Model, history, metrics, title: str = 
     _atomic.write_json(out / "metrics.json", metrics)
 
 
-__all__ = ["FitResult", "RunResult", "evaluate", "fit", "run", "save_model", "versions"]
+__all__ = [
+    "OUTPUT_FILES", "FitResult", "RunResult", "config_differences", "evaluate", "fit",
+    "resume_fingerprint", "run", "save_model", "versions",
+]

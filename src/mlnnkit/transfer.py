@@ -37,7 +37,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from mlnnkit import _atomic
+from mlnnkit import _atomic, _rundir
 from mlnnkit.errors import UserError
 
 
@@ -139,12 +139,35 @@ def application_base(name: str, image_size: tuple[int, int] | None, weights: str
     except ValueError as e:
         raise UserError(f"--base {name}: {' '.join(str(e).split())[:300]}") from None
     except Exception as e:  # noqa: BLE001 - urllib/socket errors of the weights download
+        reason, fname = _download_failure(str(e))
         raise UserError(
-            f"--base {name}: cannot download its ImageNet weights (no internet access? "
-            f"{' '.join(str(e).split())[:200]}); pass a saved model as --base instead (e.g. a "
-            ".keras file, cut with --cut-at LAYER), or put the weights file in ~/.keras/models/"
+            f"--base {name}: cannot download its ImageNet weights ({reason}); without "
+            "internet access pass --weights none (random initial weights), or a saved model "
+            "as --base (e.g. a .keras file, cut with --cut-at LAYER), or put "
+            f"{fname or 'the weights file'} in ~/.keras/models/"
         ) from None
     return base, _preprocess_layer(fn)
+
+
+def _download_failure(text: str) -> tuple[str, str | None]:
+    """(short reason, weights file name) from Keras's download error, e.g. ``URL fetch
+    failure on https://.../x_no_top.h5: None -- [Errno -3] Temporary failure in name
+    resolution`` -> ``("[Errno -3] Temporary failure in name resolution", "x_no_top.h5")``;
+    a long reason is cut at a word, never inside one.
+
+    Example:
+        >>> _download_failure("URL fetch failure on https://h/w.h5: None -- [Errno 111] Connection refused")
+        ('[Errno 111] Connection refused', 'w.h5')
+    """
+    import re
+
+    text = " ".join(text.split())
+    m = re.search(r"https?://\S+?/([^/\s:]+)(?::|\s|$)", text)
+    fname = m.group(1) if m else None
+    reason = text.split(" -- ", 1)[1] if " -- " in text else text
+    if len(reason) > 160:
+        reason = reason[:160].rsplit(" ", 1)[0] + " ..."
+    return reason or "no internet access?", fname
 
 
 def _preprocess_layer(fn) -> keras.layers.Layer | None:
@@ -306,6 +329,7 @@ def _scores(
     return {"accuracy": float(np.mean(pred == y)), "loss": float(m.get("loss", np.nan))}, conf
 
 
+@_rundir.one_writer("out_dir")  # one writer per run directory
 def run(
     base: str | Path,
     data_dir: str | Path,
@@ -480,8 +504,7 @@ def run(
     )
     report["verdict"] = transfer_verdict(report, final)
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _atomic.make_dir(out_dir)
     for ly in model.layers:  # saved trainable, like any model: freezing is this run's choice
         ly.trainable = True
     save_model(model, out / "model.keras")

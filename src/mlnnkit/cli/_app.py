@@ -26,10 +26,25 @@ class State:
 state = State()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from mlnnkit import __version__
+
+        typer.echo(f"mlnnkit {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     debug: bool = typer.Option(
         False, "--debug", help="Show the full traceback of an error instead of one line."
+    ),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        is_eager=True,
+        callback=_print_version,
+        help="Print mlnnkit's version and exit.",
     ),
 ) -> None:
     state.debug = debug

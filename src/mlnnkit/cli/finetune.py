@@ -71,7 +71,9 @@ def finetune(
             "original network's (0: off).",
         ),
     ] = 0.0,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the row split and of training.")] = 0,
+    seed: Annotated[int, typer.Option(
+            "--seed", min=0, max=2**32 - 1, help="Seed of the row split and of training."
+        )] = 0,
     compare_scratch: Annotated[
         bool,
         typer.Option(

@@ -75,13 +75,22 @@ Samples = Annotated[
     int,
     typer.Option(
         "--samples",
-        help="Inputs to compare on, spread over the file's input ranges, edges included.",
+        help="Inputs to compare on, spread over the file's input ranges ([-1, 1] when it "
+        "has none), edges included.",
     ),
 ]
 Tolerance = Annotated[
     float,
     typer.Option(
         "--tolerance", help="Largest error allowed, as a fraction of each output's range."
+    ),
+]
+AllowLarge = Annotated[
+    bool,
+    typer.Option(
+        "--allow-large-weights",
+        help="Accept weights or biases beyond 1e4 and range limits beyond 1e12 in magnitude "
+        "(refused by default: no trained network holds them, a damaged file does).",
     ),
 ]
 Format = Annotated[str, typer.Option("--format", help=f"auto|{_FORMATS}.")]
@@ -204,6 +213,7 @@ def inspect(
     norm_in: NormIn = None,
     norm_out: NormOut = None,
     scale_range: ScaleRange = None,
+    allow_large_weights: AllowLarge = False,
     transforms: Transforms = None,
     output_transforms: OutputTransforms = None,
     names: Names = None,
@@ -213,14 +223,44 @@ def inspect(
 
     Inputs and outputs are listed with their names and ranges when the file has them.
     When the network's family is recognised (or --transforms are given), the physical
-    variables follow, with their ranges in physical units next to the network's own.
+    variables follow, with their ranges in physical units next to the network's own. A
+    Keras model (.keras, or a Keras .h5) of any architecture is described by its input
+    and output shapes, parameters and layers (and, if mlnnkit imported it from a legacy
+    file, that file's view first; if it sits in a run directory, the run's test metrics).
     """
     from mlnnkit import legacy
     from mlnnkit.errors import UserError
     from mlnnkit.retrieval import _recipes
 
+    if file.suffix.lower() == ".keras" and file.is_file() and _inspect_chain(file):
+        return
     opts = _read_options(weights, biases, activations, transpose, norm_in, norm_out, scale_range)
-    spec = legacy.read(file, _format(format), **opts)
+    fmt = _format(format)
+    keras_model = None
+    if fmt == "keras" or (fmt is None and legacy.detect_format(file) == "keras"):
+        from mlnnkit.describe import describe_model, describe_run_dir
+        from mlnnkit.models import load_model
+
+        if opts:
+            raise UserError(
+                f"options {', '.join(sorted(opts))} apply to --format rawh5 only; {file} is "
+                "a Keras model"
+            )
+        keras_model = load_model(file, compile=False)
+        legacy_view = legacy.source_format(keras_model) is not None
+        if legacy_view:
+            try:
+                legacy.from_keras(keras_model)
+            except UserError:  # changed since its import (e.g. layers added): Keras view only
+                legacy_view = False
+        if not legacy_view:
+            typer.echo(f"file:        {file}")
+            typer.echo(describe_model(keras_model))
+            run = describe_run_dir(file)
+            if run:
+                typer.echo(run)
+            return
+    spec = legacy.read(file, fmt, allow_large_weights=allow_large_weights, **opts)
     typer.echo(f"file:        {file}")
     typer.echo(spec.describe())
     if spec.source_format != "keras":
@@ -236,6 +276,24 @@ def inspect(
             )
         else:
             typer.echo(_recipes.describe(recipe, spec))
+    if keras_model is not None:  # an imported network saved as Keras: its layers too
+        typer.echo(describe_model(keras_model, summary=False, metadata=False))
+        run = describe_run_dir(file)
+        if run:
+            typer.echo(run)
+
+
+def _inspect_chain(file: Path) -> bool:
+    """Print a chain's steps (`mlnnkit chain`); False when the model is not a chain."""
+    from mlnnkit.models import load_model
+    from mlnnkit.retrieval import describe_chain, is_chain
+
+    model = load_model(file, compile=False)
+    if not is_chain(model):
+        return False
+    typer.echo(f"file:        {file}")
+    typer.echo(describe_chain(model))
+    return True
 
 
 @app.command("import")
@@ -268,6 +326,7 @@ def import_(
     norm_in: NormIn = None,
     norm_out: NormOut = None,
     scale_range: ScaleRange = None,
+    allow_large_weights: AllowLarge = False,
     physical: Physical = False,
     transforms: Transforms = None,
     output_transforms: OutputTransforms = None,
@@ -281,18 +340,25 @@ def import_(
     written only if it passes. With --physical it is input transforms -> scaling -> Dense
     -> scaling -> output transforms: physical values in and out, named, verified whole.
     """
-    from mlnnkit import legacy
+    from mlnnkit import _atomic, legacy
     from mlnnkit.errors import UserError, VerificationError
     from mlnnkit.train import save_model
 
+    _atomic.check_output_file(out, "--out")
     if not out.name.lower().endswith((".keras", ".h5")):
         raise UserError(
             f"--out {out}: write the Keras model as .keras (or .h5); to write a legacy "
             "format use `mlnnkit export`"
         )
     opts = _read_options(weights, biases, activations, transpose, norm_in, norm_out, scale_range)
-    spec = legacy.read(file, _format(format), **opts)
+    spec = legacy.read(file, _format(format), allow_large_weights=allow_large_weights, **opts)
     typer.echo(f"read {spec.source_format} network {file}: {spec.summary()}")
+    if sigmoid == "snap" and "sigmoid" not in spec.activations:
+        raise UserError(
+            f"--sigmoid snap: {file} has no sigmoid layer (activations "
+            f"{', '.join(spec.activations)}); SNAP's table replaces sigmoid only: leave "
+            "--sigmoid out"
+        )
     recipe = _recipe(spec, file, physical, transforms, output_transforms, names, output_names)
     if recipe is not None:
         ins, outs = recipe.input_names, recipe.output_names
@@ -301,6 +367,11 @@ def import_(
         )
     auto = dtype is None and sigmoid != "snap"
     dtype = dtype or ("float64" if sigmoid == "snap" else "float32")
+    from mlnnkit.legacy._keras import fits_float32
+
+    if auto and not fits_float32(spec):
+        typer.echo("note: the network holds values beyond float32's range; importing in float64")
+        auto, dtype = False, "float64"
     model = legacy.to_keras(spec, dtype, sigmoid=sigmoid, name=file.stem, recipe=recipe)
     result = legacy.verify(model, spec, samples=samples, tolerance=tolerance)
     phys = result.max_physical_rel_error
@@ -343,7 +414,7 @@ def verify(
     file: Annotated[Path, typer.Argument(help="The legacy network file to compare with.")],
     samples: Samples = 10_000,
     tolerance: Tolerance = 1e-5,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the random inputs.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1, help="Seed of the random inputs.")] = 0,
     format: Format = "auto",
     weights: Weights = None,
     biases: Biases = None,
@@ -352,6 +423,7 @@ def verify(
     norm_in: NormIn = None,
     norm_out: NormOut = None,
     scale_range: ScaleRange = None,
+    allow_large_weights: AllowLarge = False,
 ) -> None:
     """Check that a Keras model computes what a legacy network file computes.
 
@@ -367,7 +439,8 @@ def verify(
     m = load_model(model, compile=False)
     opts = _read_options(weights, biases, activations, transpose, norm_in, norm_out, scale_range)
     result = legacy.verify(
-        m, file, samples=samples, tolerance=tolerance, seed=seed, format=_format(format), **opts
+        m, file, samples=samples, tolerance=tolerance, seed=seed, format=_format(format),
+        allow_large_weights=allow_large_weights, **opts,
     )
     _report(result, full_table=True)
     if not result.passed:
@@ -379,16 +452,33 @@ def verify(
 
 @app.command()
 def export(
-    model: Annotated[Path, typer.Argument(help="Keras model (.keras or .h5) of Dense layers.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Legacy network file to write.")],
+    model: Annotated[
+        Path,
+        typer.Argument(
+            help="Keras model (.keras or .h5) of Dense layers; for ONNX any model, or a "
+            "legacy network file."
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Legacy network file or .onnx file to write.")
+    ],
     format: Annotated[
         str | None,
         typer.Option(
-            "--format", help=f"{_FORMATS} (default: the format the model was imported from)."
+            "--format",
+            help=f"{_FORMATS}|onnx (default: onnx for a .onnx file, else the format the "
+            "model was imported from).",
         ),
     ] = None,
     samples: Samples = 10_000,
-    tolerance: Tolerance = 1e-5,
+    tolerance: Annotated[
+        float | None,
+        typer.Option(
+            "--tolerance",
+            help="Largest error allowed, as a fraction of each output's range (default "
+            "1e-5; 1e-12 for the ONNX file of a float64 model).",
+        ),
+    ] = None,
     weights: Weights = None,
     biases: Biases = None,
     transpose: Transpose = None,
@@ -400,11 +490,26 @@ def export(
     The model may be imported, fine-tuned, or built from compatible Dense layers. The
     written file is read back and verified against the model; if anything fails, no file
     is left behind.
+
+    With `-o NET.onnx` (or `--format onnx`) the model is written as ONNX instead, checked
+    with onnxruntime against the model and, for an imported network, against the float64
+    reference of its legacy file (needs `pip install "mlnnkit[onnx]"`); see docs/onnx.md.
     """
-    from mlnnkit import legacy
+    from mlnnkit import _atomic, legacy
     from mlnnkit.errors import UserError
     from mlnnkit.models import load_model
 
+    _atomic.check_output_file(out, "--out")
+    if (format or "").lower() == "onnx" or (format is None and out.suffix.lower() == ".onnx"):
+        from mlnnkit.export._cli import export_onnx
+
+        given = [o for o, v in (("--weights", weights), ("--biases", biases),
+                 ("--transpose", transpose), ("--norm-in", norm_in), ("--norm-out", norm_out))
+                 if v is not None]  # fmt: skip
+        if given:
+            raise UserError(f"{', '.join(given)} apply to --format rawh5 only, not to ONNX")
+        return export_onnx(model, out, samples=samples, tolerance=tolerance, report=_report)
+    tolerance = 1e-5 if tolerance is None else tolerance
     m = load_model(model, compile=False)
     fmt = _format(format) or legacy.source_format(m)
     if fmt is None:
@@ -417,7 +522,7 @@ def export(
         "norm_out": norm_out,
     }
     result = legacy.save(m, out, fmt, samples=samples, tolerance=tolerance, **opts)
-    spec = legacy.read(out, fmt)
+    spec = legacy.read(out, fmt, allow_large_weights=True)  # the model's own values
     typer.echo(f"wrote {fmt} file {out}: {spec.summary()}")
     typer.echo(f"check: {result.describe()}")
     typer.echo(result.summary())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 import sys
 from pathlib import Path
@@ -37,7 +39,9 @@ def predict(
         typer.Option(
             "--inputs",
             help="Columns/variables that are the model's inputs, in its order (comma list or "
-            "globs). Default: the model's own input names, else all columns of the file.",
+            "globs; a glob's matches in the file's own order: HDF5 creation order, else numbers "
+            "in names compared as numbers). Default: the model's own input names, else all "
+            "columns of the file. The order used is printed.",
         ),
     ] = None,
     outputs: Annotated[
@@ -69,6 +73,23 @@ def predict(
             "whose address (tcp://host:8786) follows --dask.",
         ),
     ] = False,
+    shared_storage: Annotated[
+        bool,
+        typer.Option(
+            "--shared-storage",
+            help="With --dask on a cluster: every worker reads the model and the input files "
+            "itself, at this machine's absolute paths (one machine, or a file system all "
+            "workers mount at the same paths). Default: the model's bytes and the input rows "
+            "travel to the workers.",
+        ),
+    ] = False,
+    dask_timeout: Annotated[
+        float,
+        typer.Option(
+            "--dask-timeout", metavar="SECONDS", min=0.1,
+            help="With --dask: seconds to wait for the scheduler (and its first worker).",
+        ),
+    ] = 10.0,
     progress: Annotated[
         bool | None,
         typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal)."),
@@ -91,13 +112,18 @@ def predict(
     if len(addresses) > 1:
         raise UserError(f"one Dask scheduler address, please (got {', '.join(addresses)})")
     address = addresses[0] if addresses else None
+    if shared_storage and address is None:
+        raise UserError("--shared-storage is for --dask with a scheduler address (tcp://host:8786)")
     jobs = predict_io.plan_jobs([f for f in files if f not in addresses], output)
     for src, dst in jobs:  # fail early on a kind we cannot write
         predict_io.kind_of(dst)
-    net = predict_io.load_model_for_predict(model)
+    # with --dask the model file itself travels to the workers (loaded there and here)
+    net = None if dask else predict_io.load_model_for_predict(model)
     show = sys.stderr.isatty() if progress is None else progress
+    existing = {dst for _, dst in jobs if dst.exists()}  # said in the summary when replaced
 
     def report(r: predict_io.FileResult) -> None:
+        bar.file_done()
         if r.error:
             if len(jobs) > 1:  # one file: its error is the command's (below)
                 named = r.error.startswith(str(r.input))
@@ -108,12 +134,17 @@ def predict(
         typer.echo(
             f"{r.output}: {r.rows:,} rows ({r.masked_rows:,} with NaN input -> NaN) "
             f"in {r.seconds:.2f} s ({speed})"
+            + ("; replaced the existing file" if r.output in existing else "")
         )
 
-    with _Progress(show) as bar:
+    def opened(source) -> None:
+        bar.add(source)
+        typer.echo(f"{source.path}: inputs {', '.join(source.columns)} ({source.order})")
+
+    with _Progress(show, len(jobs)) as bar:
         kwargs = {
             "inputs": inputs, "outputs": outputs, "chunk_rows": chunk_rows,
-            "block_rows": block_rows, "progress": bar.advance, "on_open": bar.add,
+            "block_rows": block_rows, "progress": bar.advance, "on_open": opened,
             "on_done": report,
         }  # fmt: skip
         if not dask:
@@ -121,7 +152,12 @@ def predict(
         else:
             from mlnnkit.predict import predict_files_dask
 
-            results = predict_files_dask(net, jobs, address=address, **kwargs)
+            # the model travels to the workers as its file: its bytes, or its path
+            with _dask_logs_quiet():
+                results = predict_files_dask(
+                    model, jobs, address=address, timeout=dask_timeout,
+                    shared_storage=shared_storage if address is not None else None, **kwargs,
+                )  # fmt: skip
     failed = [r for r in results if r.error]
     if len(jobs) == 1 and failed:
         raise UserError(failed[0].error)
@@ -131,14 +167,43 @@ def predict(
         )
 
 
-class _Progress:
-    """A rich progress bar of rows over every opened file (silent when not shown)."""
+@contextlib.contextmanager
+def _dask_logs_quiet():
+    """dask.distributed's own log lines off for the command, unless --debug: "Couldn't
+    gather 1 keys, rescheduling" when a worker is lost (its tasks are rerun), the
+    tracebacks it logs when the scheduler goes away (the command says it in one line)."""
+    from mlnnkit.cli._app import state
 
-    def __init__(self, show: bool):
+    if state.debug:
+        yield
+        return
+    import distributed  # noqa: F401 - sets up its log handlers, which are filtered here
+
+    def drop(record) -> bool:
+        return not record.name.startswith(("distributed", "tornado"))
+
+    handlers = [h for name in ("distributed", "tornado", "")
+                for h in logging.getLogger(name).handlers]  # fmt: skip
+    for h in handlers:
+        h.addFilter(drop)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(drop)
+
+
+class _Progress:
+    """A rich progress bar of rows over every opened file, with files done / total and
+    rows/s (silent when not shown)."""
+
+    def __init__(self, show: bool, n_files: int = 1):
         self.show = show
         self.bar = None
         self.task = None
         self.total = 0
+        self.n_files = n_files
+        self.files_done = 0
 
     def __enter__(self):
         if self.show:
@@ -153,11 +218,20 @@ class _Progress:
 
             self.bar = Progress(
                 TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
-                TimeRemainingColumn(), console=Console(stderr=True), transient=True,
+                TextColumn("{task.fields[files]}"), _rate_column(), TimeRemainingColumn(),
+                console=Console(stderr=True), transient=True,
             )  # fmt: skip
             self.bar.__enter__()
-            self.task = self.bar.add_task("predict", total=0)
+            self.task = self.bar.add_task("predict", total=0, files=self._files())
         return self
+
+    def _files(self) -> str:
+        return f"{self.files_done}/{self.n_files} files" if self.n_files > 1 else ""
+
+    def file_done(self) -> None:
+        self.files_done += 1
+        if self.bar is not None:
+            self.bar.update(self.task, files=self._files())
 
     def add(self, source) -> None:
         self.total += source.n_rows
@@ -172,3 +246,19 @@ class _Progress:
         if self.bar is not None:
             self.bar.__exit__(*exc)
         return False
+
+
+def _rate_column():
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        """Rows per second, as the per-file lines show them."""
+
+        def render(self, task):
+            rate = task.finished_speed or task.speed
+            if not rate:
+                return Text("")
+            return Text(f"{rate / 1e6:.2f} M rows/s" if rate >= 1e6 else f"{rate:,.0f} rows/s")
+
+    return RateColumn()

@@ -17,23 +17,35 @@ def train(
         Path | None, typer.Option("--out", "-o", help="Run directory (default: runs/<config name>).")
     ] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Override fit.epochs.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Override the config's seed.")] = None,
+    seed: Annotated[int | None, typer.Option(
+            "--seed", min=0, max=2**32 - 1, help="Override the config's seed (0 to 2**32 - 1)."
+        )] = None,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Start over: discard the backup of an interrupted run in --out instead of "
+            "continuing it.",
+        ),
+    ] = False,
 ) -> None:
     """Train the network a run config describes, evaluate it on the test split, and write
     the run directory (model.keras, model.h5, history.csv, history.png, metrics.json).
 
-    Started again with the same --out after an interruption, the run continues from its
-    last finished epoch."""
+    Started again with the same --out after an interruption (Ctrl-C, kill), the run
+    continues from its last finished epoch, exactly as if it had not been stopped; with
+    another config it is refused, naming what differs (--fresh starts over)."""
     from mlnnkit import train as train_mod
     from mlnnkit.config import load_config
 
     cfg = train_mod.apply_overrides(load_config(config), epochs=epochs, seed=seed)
     out = out or Path("runs") / (cfg.name or config.stem)
-    result = train_mod.run(cfg, out)
+    result = train_mod.run(cfg, out, fresh=fresh)
     m = result.metrics
     test = ", ".join(f"{k} {v:.4f}" for k, v in m["test"].items())
+    resumed = f", resumed after epoch {m['resumed_from_epoch']}" if m.get("resumed_from_epoch") else ""
     typer.echo(
-        f"test: {test}\n{m['epochs']} epochs in {m['fit_seconds']:.1f} s "
+        f"test: {test}\n{m['epochs']} epochs in {m['fit_seconds']:.1f} s{resumed} "
         f"({m['engine']} engine, {m['backend']} backend) -> {out}/"
     )
 

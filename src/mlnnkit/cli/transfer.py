@@ -103,7 +103,7 @@ def transfer(
             "--compare-scratch", help="Also train the same network from scratch on the same images."
         ),
     ] = False,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1)] = 0,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Print Keras's per-epoch lines.")
     ] = False,

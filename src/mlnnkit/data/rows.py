@@ -93,7 +93,11 @@ def drop_nonfinite(
         first = int(np.flatnonzero(bad)[0])
         vals = np.concatenate([flat_x[first], flat_y[first]])
         col = columns[int(np.flatnonzero(~np.isfinite(vals))[0])] if columns else "?"
-        msg = f"{n_bad} of {len(x)} rows have NaN or Inf values (first: row {first}, column {col})"
+        # rows counted from 1, as predict counts them ("data row N")
+        msg = (
+            f"{n_bad} of {len(x)} rows have NaN or Inf values "
+            f"(first: data row {first + 1}, column {col})"
+        )
         if policy == "error":
             raise UserError(f"{where}{msg}: remove those rows or pass --drop-nonfinite")
         if warn is None:

@@ -42,12 +42,28 @@ CONFIG = TableSource  # this source's part of the run config
 
 
 def read_table(path: str | Path):
-    """Read a table into a pandas DataFrame (npz arrays become columns)."""
-    import pandas as pd
+    """Read a table into a pandas DataFrame (npz arrays become columns).
 
+    A folder, an unsupported suffix, an unreadable file or a table without data rows
+    (e.g. a CSV of only its header) is a :class:`UserError` naming ``path``.
+    """
     path = Path(path)
     if not path.exists():
         raise UserError(f"data file not found: {path}")
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not a data file (give a .csv, .parquet or .npz)")
+    df = _read_table(path)
+    if len(df) == 0:
+        raise UserError(
+            f"{path}: no data rows"
+            + (f" (only the header: {', '.join(map(str, df.columns[:8]))})" if len(df.columns) else "")
+        )
+    return df
+
+
+def _read_table(path: Path):
+    import pandas as pd
+
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
@@ -205,6 +221,8 @@ def read_xy(
             x = x[:, None]
         if len(x) != len(y):
             raise UserError(f"{where}'x' has {len(x)} rows but 'y' has {len(y)}")
+        if len(x) == 0:
+            raise UserError(f"{where}no data rows ('x' and 'y' are empty)")
         names = known_inputs
         if x.ndim == 2 and names and len(names) == x.shape[1]:
             input_names = names  # an imported network's own input names

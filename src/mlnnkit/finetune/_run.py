@@ -18,7 +18,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from mlnnkit import _atomic
+from mlnnkit import _atomic, _rundir
 from mlnnkit.data.rows import split_rows
 from mlnnkit.data.tables import TableData, read_xy
 from mlnnkit.errors import UserError
@@ -98,8 +98,18 @@ def range_warning(
     model: keras.Model, x: np.ndarray, input_names: list[str] | None = None
 ) -> str | None:
     """A one-line message when rows of ``x`` fall outside the network's input ranges
-    (the fraction of rows, and the inputs concerned with their own fractions and ranges),
-    or None when every row is inside or the network has no known ranges."""
+    (the fraction of rows, the first such row counted from 1 as ``predict`` counts them,
+    and the inputs concerned with their own fractions and ranges), or None when every row
+    is inside or the network has no known ranges.
+
+    Inputs are named by ``input_names`` (the data's columns, default ``None``), with the
+    network's own name in parentheses where it differs (``Rrs_443 (input_2)``); without
+    column names, by the network's names.
+
+    Example:
+        >>> range_warning(net, x, ["Rrs_412", "Rrs_443"])            # doctest: +SKIP
+        '5.0% of rows (10 of 200) have inputs outside ... (first: data row 3): Rrs_412 ...'
+    """
     from mlnnkit.retrieval import inputs_to_network, physical_ranges, transform_layers
 
     r = input_ranges(model)
@@ -122,18 +132,25 @@ def range_warning(
     rows = out.any(axis=1)
     if not rows.any():
         return None
-    names = [str(n) for n in names] if names is not None else list(input_names or [])
-    if len(names) != len(mins):
-        names = [f"input {j}" for j in range(len(mins))]
+    own = [str(n) for n in names] if names is not None and len(names) == len(mins) else None
+    cols = [str(n) for n in input_names] if input_names and len(input_names) == len(mins) else None
+    if cols is not None:
+        names = [c if own is None or own[j] == c else f"{c} ({own[j]})" for j, c in enumerate(cols)]
+    elif own is not None:
+        names = own
+    else:
+        names = [f"input {j + 1}" for j in range(len(mins))]
     per = out.mean(axis=0)
     order = [j for j in np.argsort(-per, kind="stable") if per[j] > 0]
     shown = [
         f"{names[j]} {100 * per[j]:.1f}% [{show_lo[j]:.4g}, {show_hi[j]:.4g}]" for j in order[:5]
     ]
     more = f" and {len(order) - 5} more inputs" if len(order) > 5 else ""
+    first = int(np.flatnonzero(rows)[0]) + 1
     return (
         f"{100 * rows.mean():.1f}% of rows ({int(rows.sum())} of {len(rows)}) have inputs "
-        f"outside the network's input ranges, where it extrapolates: {'; '.join(shown)}{more}"
+        f"outside the network's input ranges, where it extrapolates (first: data row "
+        f"{first}): {'; '.join(shown)}{more}"
     )
 
 
@@ -231,6 +248,9 @@ def finetune(
     ``bias``, ``r2`` of the original, the fine-tuned (and scratch) network, overall and
     ``per_output``.
     """
+    from mlnnkit.retrieval._chain import refuse_chain
+
+    refuse_chain(model)
     if lr <= 0 or scratch_lr <= 0:
         raise UserError("--lr must be > 0")
     if epochs < 1 or batch_size < 1 or patience < 0:
@@ -403,6 +423,7 @@ def _best_epoch(history: dict[str, list[float]]) -> int | None:
 
 
 # --------------------------------------------------------------------------- the command
+@_rundir.one_writer("out_dir", command="finetune")  # one writer per run directory
 def run(
     model_path: str | Path,
     data_path: str | Path,
@@ -428,7 +449,11 @@ def run(
     warn = warn or _stderr
     from mlnnkit.retrieval import is_physical, untransformable_rows
 
+    _atomic.check_output_dir(out_dir)  # before the work: a folder that cannot be written
     model = load_network(model_path, physical=physical)
+    from mlnnkit.retrieval._chain import refuse_chain
+
+    refuse_chain(model, str(model_path))
     fmt = source_format(model)
     data = read_data(
         data_path, model, inputs=inputs, targets=targets, drop_nonfinite=drop_nonfinite, warn=warn
@@ -453,38 +478,49 @@ def run(
     res = finetune(
         model, data.x, data.y, target_names=data.target_names, where=f"{data_path}: ", **options
     )
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = ["report.json", "model.keras", "history.png", "scatter.png"]
-    save_model(res.model, out / "model.keras")
-    if fmt is not None:
-        from mlnnkit import legacy
+    from mlnnkit import _interrupt
+    from mlnnkit.errors import Interrupted
 
-        target = out / f"model{LEGACY_SUFFIX.get(fmt, '.' + fmt)}"
-        try:
-            with _atomic.atomic_path(target) as tmp:
-                legacy.save(res.model, tmp, fmt)
-            files.append(target.name)
-        except UserError as e:
-            warn(f"the fine-tuned network was not written as {fmt}: {e}")
-    if res.scratch_model is not None:
-        save_model(res.scratch_model, out / "scratch.keras")
-        files.append("scratch.keras")
-    plot_history(res.history, out / "history.png", title="fine-tuning")
-    if res.scratch_history:
-        plot_history(res.scratch_history, out / "history_scratch.png", title="from scratch")
-        files.append("history_scratch.png")
-    plot_predicted_vs_true(res.y_test, res.predictions, data.target_names, out / "scatter.png")
-    res.report["model"] = str(model_path)
-    res.report["data"] = str(data_path)
-    res.report["source_format"] = fmt
-    res.report["inputs"] = data.input_names
-    res.report["targets"] = data.target_names
-    res.report["dropped_nonfinite_rows"] = data.n_dropped
-    res.report["dropped_untransformable_rows"] = n_untransformable
-    res.report["input_range_warning"] = msg
-    res.report["files"] = files
-    _atomic.write_json(out / "report.json", res.report)
+    # Ctrl-C while the outputs are written waits for the last one: all of them or none.
+    try:
+        with _interrupt.deferred():
+            out = _atomic.make_dir(out_dir)
+            files = ["report.json", "model.keras", "history.png", "scatter.png"]
+            save_model(res.model, out / "model.keras")
+            if fmt is not None:
+                from mlnnkit import legacy
+
+                target = out / f"model{LEGACY_SUFFIX.get(fmt, '.' + fmt)}"
+                try:
+                    with _atomic.atomic_path(target) as tmp:
+                        legacy.save(res.model, tmp, fmt)
+                    files.append(target.name)
+                except UserError as e:
+                    warn(f"the fine-tuned network was not written as {fmt}: {e}")
+            if res.scratch_model is not None:
+                save_model(res.scratch_model, out / "scratch.keras")
+                files.append("scratch.keras")
+            plot_history(res.history, out / "history.png", title="fine-tuning")
+            if res.scratch_history:
+                plot_history(res.scratch_history, out / "history_scratch.png", title="from scratch")
+                files.append("history_scratch.png")
+            plot_predicted_vs_true(res.y_test, res.predictions, data.target_names, out / "scatter.png")
+            res.report["model"] = str(model_path)
+            res.report["data"] = str(data_path)
+            res.report["source_format"] = fmt
+            res.report["inputs"] = data.input_names
+            res.report["targets"] = data.target_names
+            res.report["dropped_nonfinite_rows"] = data.n_dropped
+            res.report["dropped_untransformable_rows"] = n_untransformable
+            res.report["input_range_warning"] = msg
+            res.report["files"] = files
+            _atomic.write_json(out / "report.json", res.report)
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted while the outputs were written; they were completed first: {out_dir}/"
+        ) from None
     return res
 
 

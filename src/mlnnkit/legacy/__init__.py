@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from mlnnkit import _atomic
 from mlnnkit.errors import UserError
 from mlnnkit.legacy import _hdf5, ffbp, ocsmart, rawh5
-from mlnnkit.legacy.spec import NetworkSpec, Scaling
+from mlnnkit.legacy.spec import MAX_RANGE, MAX_WEIGHT, NetworkSpec, Scaling
 
 if TYPE_CHECKING:
     import keras
@@ -114,12 +114,28 @@ def detect_format(path: str | Path) -> str:
     )
 
 
-def read(path: str | Path, format: str | None = None, **options: Any) -> NetworkSpec:
+def read(
+    path: str | Path,
+    format: str | None = None,
+    *,
+    allow_large_weights: bool = False,
+    max_weight: float | None = MAX_WEIGHT,
+    max_range: float | None = MAX_RANGE,
+    **options: Any,
+) -> NetworkSpec:
     """Read a legacy network file into a :class:`NetworkSpec` (format detected if None).
 
-    ``options`` go to the rawh5 reader (``weights``, ``biases``, ``activations``,
-    ``transpose``, ``norm_in``, ``norm_out``, ``scale_range``); options that are None
-    are ignored.
+    Args:
+        path: the network file.
+        format: ``"ocsmart"``, ``"ffbp"``, ``"rawh5"``, ``"keras"`` or None (detect).
+        allow_large_weights: False (default): a weight or bias beyond ``max_weight`` or
+            a range limit beyond ``max_range`` in magnitude is refused as a damaged file
+            (UserError naming the dataset or line and the value); True: no such limit.
+        max_weight: the limit for weights and biases (default 1e4; the largest in 136
+            real C2RCC networks is 208).
+        max_range: the limit for input and output range limits (default 1e12).
+        **options: the rawh5 reader's (``weights``, ``biases``, ``activations``,
+            ``transpose``, ``norm_in``, ``norm_out``, ``scale_range``); None is ignored.
 
     Example:
         >>> spec = read("net.h5", "rawh5", weights="W{i}", activations="tanh,linear")  # doctest: +SKIP
@@ -136,7 +152,9 @@ def read(path: str | Path, format: str | None = None, **options: Any) -> Network
             f"options {', '.join(sorted(options))} apply to --format rawh5 only; "
             f"{path} is read as {fmt}"
         )
-    return module.read(path, **options)
+    if allow_large_weights:
+        max_weight = max_range = None
+    return module.read(path, max_weight=max_weight, max_range=max_range, **options)
 
 
 def write(spec: NetworkSpec, path: str | Path, format: str, **options: Any) -> Path:
@@ -157,6 +175,7 @@ def load(
     check: bool = True,
     samples: int = 2048,
     tolerance: float = 1e-5,
+    allow_large_weights: bool = False,
     physical: bool = False,
     transforms: str | list[str] | None = None,
     output_transforms: str | list[str] | None = None,
@@ -179,6 +198,8 @@ def load(
         check: run :func:`verify` on ``samples`` inputs and raise
             :class:`~mlnnkit.errors.VerificationError` above ``tolerance`` of the output
             ranges (default True); a physical model is verified whole.
+        allow_large_weights: False (default): refuse weights or biases beyond 1e4 and
+            range limits beyond 1e12 in magnitude as a damaged file (see :func:`read`).
         physical: take and give physical values (default False: the network's own).
         transforms, output_transforms: per-variable transforms, ``"cos_deg:1-3,log10:4-5"``
             (1-based) or one name per variable; they override the family's for the
@@ -186,7 +207,7 @@ def load(
             ``physical=True``.
         names, output_names: physical names, a comma list or a list (default None: the
             family's, or the file's names without ``log_``).
-        **options: rawh5 reader options (see :func:`read`).
+        **options: rawh5 reader options, ``max_weight``, ``max_range`` (see :func:`read`).
 
     Raises:
         UserError: ``physical=True`` for a file of no known family without
@@ -202,7 +223,7 @@ def load(
     """
     from mlnnkit.legacy._keras import to_keras
 
-    spec = read(path, format, **options)
+    spec = read(path, format, allow_large_weights=allow_large_weights, **options)
     recipe = physical_recipe(
         spec,
         path,
@@ -295,7 +316,7 @@ def save(
         raise UserError(f"cannot export model {model.name!r} as {fmt}: {e}") from None
     with _atomic.atomic_path(path) as tmp:
         module.write(spec, tmp, **options)
-        back = module.read(tmp)
+        back = module.read(tmp, max_weight=None, max_range=None)  # the model's own values
         result = verify(model, back, samples=samples, tolerance=tolerance)
         result.raise_if_failed(f"the {fmt} file written from model {model.name!r}")
     return result
@@ -309,6 +330,7 @@ def verify(
     tolerance: float = 1e-5,
     seed: int = 0,
     format: str | None = None,
+    allow_large_weights: bool = False,
     **options: Any,
 ) -> VerifyResult:
     """Compare ``model`` with the float64 NumPy reference of a legacy file (or spec).
@@ -316,7 +338,7 @@ def verify(
     Returns a :class:`VerifyResult` with the per-output max absolute error and max error
     relative to the output's range; ``result.passed`` is ``max <= tolerance``. For a
     rawh5 file, the reading options the model was imported with are reused unless
-    given.
+    given; ``allow_large_weights`` (default False) is :func:`read`'s.
 
     Example:
         >>> r = verify(model, "PACE_Lrc_aaNN.H5")  # doctest: +SKIP
@@ -335,5 +357,5 @@ def verify(
             layer = next((l for l in _layers(model) if isinstance(l, InputScaling)), None)
             if layer is not None and layer.source_format == rawh5.NAME:
                 options = dict(layer.source_options)
-        spec = read(source, fmt, **options)
+        spec = read(source, fmt, allow_large_weights=allow_large_weights, **options)
     return _verify(model, spec, samples=samples, tolerance=tolerance, seed=seed)

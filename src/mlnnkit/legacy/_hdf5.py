@@ -38,14 +38,40 @@ def open_h5(path: str | Path, what: str = "HDF5") -> Iterator[h5py.File]:
         raise UserError(f"{path}: is a folder, not a {what} file")
     try:
         f = h5py.File(path, "r")
-    except OSError as e:
+    except Exception as e:  # noqa: BLE001 - OSError mostly; anything h5py raises on a bad file
+        if not (isinstance(e, OSError) or _raised_in_h5py(e)):
+            raise
         kind = "truncated or corrupt" if is_hdf5(path) else "not an HDF5 file"
         reason = " ".join(str(e).split())
         raise UserError(f"{path}: cannot open as {what} ({kind}: {reason})") from None
     try:
         yield f
+    except UserError:
+        raise
+    except Exception as e:
+        # A damaged file fails deep inside h5py (OSError "Can't read data (bad heap
+        # index...)", KeyError "Unable to open object", RuntimeError, a UnicodeError of a
+        # garbled name): that is the file's fault, not a bug, so one line says so.
+        if not _raised_in_h5py(e):
+            raise
+        reason = " ".join(str(e).split())[:200]
+        raise UserError(
+            f"{path}: cannot read the {what} file (truncated or corrupt: {type(e).__name__}: "
+            f"{reason})"
+        ) from None
     finally:
-        f.close()
+        with contextlib.suppress(Exception):
+            f.close()
+
+
+def _raised_in_h5py(e: BaseException) -> bool:
+    tb = e.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename.replace("\\", "/")
+        if "/h5py/" in name:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def read_array(f: h5py.File, name: str, path: str | Path) -> np.ndarray:
@@ -93,4 +119,4 @@ def read_names(f: h5py.File, attr: str) -> list[str] | None:
     if attr not in f.attrs:
         return None
     vals = np.atleast_1d(f.attrs[attr])
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in vals]
+    return [v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in vals]

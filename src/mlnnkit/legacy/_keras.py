@@ -46,6 +46,22 @@ def _check_dtype(dtype: str) -> str:
     return dtype
 
 
+def fits_float32(spec: NetworkSpec) -> bool:
+    """True when every weight, bias and range limit of ``spec`` is finite in float32.
+
+    Example:
+        >>> import numpy as np
+        >>> fits_float32(NetworkSpec([np.full((1, 1), 1e39)], [np.zeros(1)], ["linear"]))
+        False
+    """
+    big = float(np.finfo(np.float32).max)
+    arrays = list(spec.weights) + list(spec.biases)
+    for s in (spec.input_scaling, spec.output_scaling):
+        if s is not None:
+            arrays += [s.minimum, s.maximum]
+    return all(not np.any(np.abs(np.asarray(a, np.float64)) > big) for a in arrays)
+
+
 def model_name(text: str) -> str:
     """A Keras-safe model name from a file stem: ``"PACE_Lrc_aaNN"``."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", text).strip("_") or "network"
@@ -68,7 +84,8 @@ def to_keras(
             JAX's 64-bit mode.
         sigmoid: ``"exact"`` (default, what the network means) or ``"snap"``: sigmoid
             layers use SNAP's tabulated sigmoid (:func:`mlnnkit.layers.snap_sigmoid`) to
-            reproduce SNAP's outputs exactly.
+            reproduce SNAP's outputs exactly; refused for a network without a sigmoid
+            layer.
         name: the model's name.
         recipe: a :class:`~mlnnkit.retrieval.Recipe` (default None: the bare network):
             the model then takes and gives physical values, ``InputTransform`` first and
@@ -82,6 +99,16 @@ def to_keras(
     dtype = _check_dtype(dtype)
     if sigmoid not in ("exact", "snap"):
         raise UserError(f"sigmoid {sigmoid!r}: use exact or snap")
+    if sigmoid == "snap" and "sigmoid" not in spec.activations:
+        raise UserError(
+            f"sigmoid='snap' replaces sigmoid layers by SNAP's table, and this network has "
+            f"none (activations {', '.join(spec.activations)}): use sigmoid='exact'"
+        )
+    if dtype == "float32" and not fits_float32(spec):
+        raise UserError(
+            "the network holds values beyond float32's range (3.4e38): import it with "
+            "--dtype float64 (library: dtype='float64')"
+        )
     if dtype == "float64":
         enable_float64()
     s_in, s_out = spec.input_scaling, spec.output_scaling
@@ -132,8 +159,11 @@ def to_keras(
             name="output_transform",
         )(outputs)
     model = keras.Model(inputs, outputs, name=model_name(name))
-    for layer, w, b in dense:
-        layer.set_weights([np.asarray(w).T.astype(dtype), np.asarray(b).reshape(-1).astype(dtype)])
+    with np.errstate(over="ignore"):  # checked above: nothing overflows
+        for layer, w, b in dense:
+            layer.set_weights(
+                [np.asarray(w).T.astype(dtype), np.asarray(b).reshape(-1).astype(dtype)]
+            )
     return model
 
 

@@ -42,6 +42,8 @@ class VerifyResult:
             outputs when the file has no output ranges: ``span_from``).
         snap_difference: for sigmoid networks, max difference between SNAP's tabulated
             and the exact sigmoid per output, relative to the span; else None.
+        inputs_from: where the inputs were drawn (the file's input ranges, or [-1, 1]
+            when the file has none).
     """
 
     names: list[str]
@@ -55,6 +57,7 @@ class VerifyResult:
     sigmoid: str
     source_format: str | None
     snap_difference: np.ndarray | None = None
+    inputs_from: str = "the input ranges"
     physical: bool = False
     physical_rel_error: np.ndarray | None = None
     physical_names: list[str] | None = None
@@ -109,7 +112,7 @@ class VerifyResult:
         what = f"{self.source_format} math" if self.source_format else "the file's math"
         uses_sigmoid = self.snap_difference is not None
         return (
-            f"{self.samples:,} samples over the input ranges (edges included): {self.dtype} "
+            f"{self.samples:,} samples over {self.inputs_from} (edges included): {self.dtype} "
             f"model vs float64 NumPy reference of the {what}"
             + (f" ({sig})" if uses_sigmoid else "")
             + (
@@ -200,50 +203,56 @@ def verify(
         )
     if spec.input_scaling is not None:
         lo, hi = spec.input_scaling.minimum, spec.input_scaling.maximum
+        inputs_from = "the input ranges"
     else:
         lo, hi = -np.ones(spec.n_inputs), np.ones(spec.n_inputs)
+        inputs_from = "[-1, 1] per input (the file has no input ranges)"
     dtype = model_dtype(model)
-    t_in, t_out = transform_layers(model)
-    x = reference.sample_inputs(lo, hi, samples, seed=seed)
-    if t_in is not None:  # network-space samples -> the physical values that give them
-        x = apply_columns(t_in.transforms, x, inverse=True)
-    x = x.astype(dtype)
-    x64 = x.astype(np.float64)
-    if t_in is not None:
-        x64 = apply_columns(t_in.transforms, x64)
-    sigmoid = model_sigmoid(model)
-    ref = reference.forward(spec, x64, sigmoid)
-    got = _evaluate(model, x)
-    physical_rel = None
-    if t_out is not None:  # physical outputs back to the network's space
-        ref_phys = apply_columns(t_out.transforms, ref)
-        with np.errstate(all="ignore"):
-            rel = np.abs(got / ref_phys - 1.0)
-        logs = np.array([t != "identity" for t in t_out.transforms])
-        rel = np.where(np.isfinite(rel), rel, np.inf)
-        physical_rel = np.where(logs, rel.max(axis=0), np.nan)
-        got = apply_columns(t_out.transforms, got, inverse=True)
-    with np.errstate(invalid="ignore"):
-        err = np.abs(got - ref)
-    bad = np.isnan(err).any(axis=0)  # NaN (e.g. a physical output overflowing): a failure
-    abs_error = np.where(bad, np.inf, np.max(np.where(np.isnan(err), 0.0, err), axis=0))
-    span = spec.output_span()
-    span_from = "max - min from the file"
-    if span is None:
-        span = ref.max(axis=0) - ref.min(axis=0)
-        span = np.where(span > 0, span, 1.0)
-        span_from = "file has no output ranges: spread of the reference outputs"
-    snap = None
-    if "sigmoid" in spec.activations:
-        other = reference.forward(spec, x64, "snap" if sigmoid == "exact" else "exact")
-        snap = np.max(np.abs(other - ref), axis=0) / span
-    names = spec.names_out()
-    if t_out is not None and t_out.network_names and not spec.output_names:
-        names = list(t_out.network_names)  # the network's (log10_Lrc_1), made by the recipe
+    # Overflow, inf - inf and the like end as Inf/NaN errors, which fail the check: no
+    # NumPy warning is worth showing on top.
+    with np.errstate(all="ignore"):
+        t_in, t_out = transform_layers(model)
+        x = reference.sample_inputs(lo, hi, samples, seed=seed)
+        if t_in is not None:  # network-space samples -> the physical values that give them
+            x = apply_columns(t_in.transforms, x, inverse=True)
+        x = x.astype(dtype)
+        x64 = x.astype(np.float64)
+        if t_in is not None:
+            x64 = apply_columns(t_in.transforms, x64)
+        sigmoid = model_sigmoid(model)
+        ref = reference.forward(spec, x64, sigmoid)
+        got = _evaluate(model, x)
+        physical_rel = None
+        if t_out is not None:  # physical outputs back to the network's space
+            ref_phys = apply_columns(t_out.transforms, ref)
+            with np.errstate(all="ignore"):
+                rel = np.abs(got / ref_phys - 1.0)
+            logs = np.array([t != "identity" for t in t_out.transforms])
+            rel = np.where(np.isfinite(rel), rel, np.inf)
+            physical_rel = np.where(logs, rel.max(axis=0), np.nan)
+            got = apply_columns(t_out.transforms, got, inverse=True)
+        with np.errstate(invalid="ignore"):
+            err = np.abs(got - ref)
+        bad = np.isnan(err).any(axis=0)  # NaN (e.g. a physical output overflowing): a failure
+        abs_error = np.where(bad, np.inf, np.max(np.where(np.isnan(err), 0.0, err), axis=0))
+        span = spec.output_span()
+        span_from = "max - min from the file"
+        if span is None:
+            span = ref.max(axis=0) - ref.min(axis=0)
+            span = np.where(span > 0, span, 1.0)
+            span_from = "file has no output ranges: spread of the reference outputs"
+        snap = None
+        if "sigmoid" in spec.activations:
+            other = reference.forward(spec, x64, "snap" if sigmoid == "exact" else "exact")
+            snap = np.max(np.abs(other - ref), axis=0) / span
+        names = spec.names_out()
+        if t_out is not None and t_out.network_names and not spec.output_names:
+            names = list(t_out.network_names)  # the network's (log10_Lrc_1), made by the recipe
+        rel_error = abs_error / span
     return VerifyResult(
         names=names,
         abs_error=abs_error,
-        rel_error=abs_error / span,
+        rel_error=rel_error,
         span=span,
         span_from=span_from,
         tolerance=float(tolerance),
@@ -252,6 +261,7 @@ def verify(
         sigmoid=sigmoid,
         source_format=spec.source_format,
         snap_difference=snap,
+        inputs_from=inputs_from,
         physical=t_in is not None or t_out is not None,
         physical_rel_error=physical_rel,
         physical_names=list(t_out.names) if t_out is not None and t_out.names else None,

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from mlnnkit.errors import UserError
-from mlnnkit.legacy.spec import NetworkSpec, Scaling
+from mlnnkit.legacy.spec import MAX_RANGE, MAX_WEIGHT, NetworkSpec, Scaling
 
 NAME = "ffbp"
 DESCRIPTION = "ffbp .net text (C2RCC / SNAP)"
@@ -41,113 +40,314 @@ def looks_like(head: str) -> bool:
     return "#planes=" in head or ("problem:" in head and "\n#" in head)
 
 
-class _Tokens:
-    """Whitespace-separated tokens with the line number each one came from."""
+# How SNAP's reader (NNffbpAlphaTabFast, FormattedStringReader) sees a line: Java's
+# readLine ends lines at \r\n, \r or \n only (not at \f, \x1c..\x1e, \x85 or U+2028 as
+# Python's splitlines does); String.trim() removes every character <= ' ' at both ends.
+_EOL = re.compile(r"\r\n|\r|\n")
+_JAVA_TRIM = "".join(chr(i) for i in range(33))
+# Separators: space, tab, ',', ';', ':'. A run of blanks is one separator, and so is one
+# punctuation character with blanks around it; two punctuation characters in a row (or
+# one at the start) make an empty field, where a tokenizer and a split disagree.
+_SEP = re.compile(r"[ \t]*[,;:][ \t]*|[ \t]+")
+# Java's Double.valueOf literals (FloatValue of its grammar): decimal or hexadecimal,
+# optional exponent, optional type suffix f/F/d/D (ignored: "2f" reads as the double 2.0),
+# NaN and Infinity (refused below as not finite). Long.parseLong: optional sign, digits.
+_JAVA_DOUBLE = re.compile(
+    r"[+-]?(?:NaN|Infinity|(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+    r"|0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)[pP][+-]?[0-9]+)[fFdD]?)"
+)
+_JAVA_LONG = re.compile(r"[+-]?[0-9]+")
+_NON_FINITE = re.compile(r"[+-]?(nan|inf|infinity)[fd]?", re.IGNORECASE)
+# Plane sizes above this are not a retrieval network (and would make SNAP allocate
+# gigabytes); a damaged '#planes' line is refused before reading anything else.
+_MAX_PLANE = 1_000_000
 
-    def __init__(self, lines: list[str], start: int, path: str) -> None:
+
+def java_double(token: str) -> float | None:
+    """The value Java's ``Double.valueOf`` gives ``token``, or None if it throws.
+
+    Example:
+        >>> java_double("1e3D"), java_double("2f"), java_double("0x1.8p1"), java_double("1_0")
+        (1000.0, 2.0, 3.0, None)
+    """
+    if not _JAVA_DOUBLE.fullmatch(token):
+        return None
+    # A last f/F/d/D is the type suffix (hex literals end with their decimal exponent).
+    body = token[:-1] if token[-1] in "fFdD" else token
+    if "x" in body or "X" in body:
+        return float.fromhex(body)
+    return float(body.replace("Infinity", "inf"))
+
+
+def _fields(line: str) -> list[str]:
+    body = line.strip(_JAVA_TRIM)
+    return _SEP.split(body) if body else []
+
+
+class _Lines:
+    """The file's lines as SNAP reads them, one at a time, with their numbers."""
+
+    def __init__(self, lines: list[str], start: int, path: str, header_note: str) -> None:
+        self.lines = lines
+        self.i = start  # index of the next line to read
         self.path = path
-        self.last_line = len(lines)
-        self._it: Iterator[tuple[int, str]] = (
-            (i + 1, tok) for i in range(start, len(lines)) for tok in lines[i].split()
-        )
-        self._peeked: tuple[int, str] | None = None
-        self.line = start
+        self.header_note = header_note  # said when the first number fails (a '#' in the header)
+        self.first = start
 
-    def peek(self) -> tuple[int, str] | None:
-        if self._peeked is None:
-            self._peeked = next(self._it, None)
-        return self._peeked
+    @property
+    def line(self) -> int:
+        """1-based number of the line read last."""
+        return self.i
+
+    def fail(self, msg: str) -> None:
+        note = self.header_note if self.i == self.first + 1 else ""
+        raise UserError(f"{self.path}: line {self.i}: {msg}{note}")
 
     def next(self, what: str) -> str:
-        item = self.peek()
-        if item is None:
+        if self.i >= self.last:
             raise UserError(
-                f"{self.path}: file ends at line {self.last_line} while reading {what}: "
-                "the .net file is cut short"
+                f"{self.path}: file ends at line {self.last} while reading {what}: the .net "
+                "file is cut short"
             )
-        self._peeked = None
-        self.line = item[0]
-        return item[1]
+        self.i += 1
+        return self.lines[self.i - 1]
 
-    def int(self, what: str) -> int:
-        tok = self.next(what)
-        try:
-            return int(tok)
-        except ValueError:
-            raise UserError(
-                f"{self.path}: line {self.line}: expected an integer ({what}), found {tok!r}"
-            ) from None
+    @property
+    def last(self) -> int:
+        """Number of lines (a file ending with a newline has no empty line after it)."""
+        return len(self.lines) - (1 if self.lines and self.lines[-1] == "" else 0)
 
-    def float(self, what: str) -> float:
-        tok = self.next(what)
-        try:
-            v = float(tok)
-        except ValueError:
-            raise UserError(
-                f"{self.path}: line {self.line}: expected a number ({what}), found {tok!r}"
-            ) from None
+    def at_end(self) -> bool:
+        return self.i >= self.last
+
+    def _first_field(self, what: str) -> tuple[str, list[str]]:
+        line = self.next(what)
+        fields = _fields(line)
+        if not fields:
+            self.fail(
+                f"a blank line where {what} is expected; SNAP's reader fails on it too (it "
+                "reads one number per line)"
+            )
+        if fields[0] == "":
+            self.fail(
+                f"{line.strip(_JAVA_TRIM)!r} starts with a separator where {what} is expected; "
+                "whether SNAP's reader skips it or reads an empty number is not pinned down, "
+                "so the file is refused"
+            )
+        return fields[0], fields
+
+    def _no_second_number(self, fields: list[str], first: str, what: str) -> None:
+        if len(fields) > 1 and java_double(fields[1]) is not None:
+            self.fail(
+                f"two numbers on one line ({first} {fields[1]}) where {what} is expected; "
+                f"SNAP's reader takes the first and ignores the rest of the line, so it would "
+                f"read {first} and drop {fields[1]}: a second number here means the file's "
+                "layout is not what its counts say, so it is refused"
+            )
+
+    def count(self, what: str) -> int:
+        """A Long.parseLong integer, first field of its line (trailing text ignored)."""
+        tok, fields = self._first_field(what)
+        if not _JAVA_LONG.fullmatch(tok):
+            self.fail(
+                f"expected an integer ({what}), found {tok!r}; SNAP's reader (Java "
+                "Long.parseLong) fails on it too"
+            )
+        self._no_second_number(fields, tok, what)
+        return int(tok)
+
+    def _value(self, tok: str, what: str) -> float:
+        if _NON_FINITE.fullmatch(tok):
+            self.fail(f"{what} is {tok!r} (not finite)")
+        v = java_double(tok)
+        if v is None:
+            self.fail(
+                f"expected a number ({what}), found {tok!r}; SNAP's reader (Java "
+                "Double.valueOf) fails on it too"
+            )
         if not np.isfinite(v):
-            raise UserError(f"{self.path}: line {self.line}: {what} is {tok!r} (not finite)")
+            self.fail(f"{what} is {tok!r} (not finite: beyond float64)")
         return v
 
+    def number(self, what: str) -> float:
+        """A Double.valueOf number, first field of its line (trailing text ignored)."""
+        tok, fields = self._first_field(what)
+        v = self._value(tok, what)
+        self._no_second_number(fields, tok, what)
+        return v
 
-def read(path: str | Path) -> NetworkSpec:
+    def range_pair(self, side: str, i: int) -> tuple[float, float]:
+        """A ``min max`` line."""
+        tok, fields = self._first_field(f"the min of {side} {i}")
+        if len(fields) != 2 or "" in fields:
+            shown = self.lines[self.i - 1].strip(_JAVA_TRIM)
+            self.fail(
+                f"the range of {side} {i} is {shown!r}; a range line holds two numbers, "
+                "'min max', and how SNAP's reader takes any other line there is not pinned "
+                "down, so the file is refused"
+            )
+        return self._value(tok, f"the min of {side} {i}"), self._value(
+            fields[1], f"the max of {side} {i}"
+        )
+
+    def label(self, want: str, sizes_line: int) -> int:
+        """A ``bias k n`` / ``wgt k n m`` line: SNAP skips it unread, so it must say what
+        the file order means, or the file is refused. Returns its line number."""
+        kind = want.split()[0]
+        try:
+            line = self.next(f"the '{want}' line")
+        except UserError:
+            raise UserError(
+                f"{self.path}: no '{want}' block (file ends at line {self.last}): the .net file "
+                "is cut short"
+            ) from None
+        got = " ".join(line.split())
+        if got != want:
+            w, g = want.split(), got.split()
+            n = int(w[2]) * (int(w[3]) if kind == "wgt" else 1)
+            if g[:2] == w[:2] and kind == "bias":
+                what = f"{got!r} but #planes (line {sizes_line}) says plane {w[1]} has {w[2]} neurons"
+            elif g[:2] == w[:2]:
+                what = (
+                    f"{got!r} but #planes (line {sizes_line}) says planes {w[1]} and "
+                    f"{int(w[1]) + 1} have {w[2]} and {w[3]} neurons: the shapes do not chain"
+                )
+            else:
+                what = f"{got[:60]!r} where the file order puts '{want}'"
+            self.fail(
+                f"{what}; SNAP's reader skips label lines unread and takes the next {n} values "
+                f"in file order as '{want}' whatever the label says, so the file is refused "
+                "rather than read one way or the other"
+            )
+        return self.i
+
+
+def read(
+    path: str | Path,
+    *,
+    max_weight: float | None = MAX_WEIGHT,
+    max_range: float | None = MAX_RANGE,
+) -> NetworkSpec:
     """Read an ffbp ``.net`` file into a :class:`NetworkSpec` (sigmoid on every plane).
 
+    The file is read the way SNAP's reader reads it (FORMATS.md): the header ends at the
+    first ``#`` character; one number per line, the first of the fields the line splits
+    into at space, tab, ``,``, ``;`` or ``:`` (trailing text is ignored); Java number
+    literals (``1.0d``, ``2f``, ``1e3D``, hexadecimal); CR, LF or CRLF line ends; after
+    the output ranges, everything up to ``#planes=`` skipped. Where SNAP's reading of a
+    file would be a guess (a second number on a line, a label that disagrees with the
+    block order, a range line that is not ``min max``, text where only ``$`` belongs),
+    the file is refused with a UserError naming the line and saying what SNAP would do.
+
     A file cut short, a block whose size disagrees with ``#planes``, a token that is not
-    a number, NaN/Inf or a range with min == max raise a UserError naming the line.
+    a number, NaN/Inf, a weight or bias beyond ``max_weight`` (default 1e4) or a range
+    limit beyond ``max_range`` (default 1e12; None lifts a limit) or a range with
+    min == max raise a UserError naming the line.
+
+    Example:
+        >>> spec = read("olci_rw_iop_37x37x37_596495.4.net")  # doctest: +SKIP
     """
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: file not found")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not an ffbp .net file")
     raw = path.read_bytes()
     if raw[:8] == b"\x89HDF\r\n\x1a\n" or b"\x00" in raw[:4096]:
         raise UserError(f"{path}: is a binary file, not an ffbp .net text file")
     text = raw.decode("utf-8", errors="replace")
-    lines = text.splitlines()
     p = str(path)
-    hash_at = next((i for i, ln in enumerate(lines) if ln.lstrip().startswith("#")), None)
-    if hash_at is None:
+    hash_pos = text.find("#")
+    if hash_pos < 0:
         raise UserError(
-            f"{p}: no line starting with '#' after the header: not an ffbp .net file "
-            "(or it is cut short before its ranges)"
+            f"{p}: no '#' character after the header: not an ffbp .net file (or it is cut "
+            "short before its ranges); SNAP's reader looks for the first '#' too"
         )
-    header = "\n".join(lines[:hash_at])
-    tok = _Tokens(lines, hash_at + 1, p)
+    lines = _EOL.split(text)
+    before = _EOL.split(text[:hash_pos])
+    hash_line = len(before)  # 1-based line of the first '#'
+    header_lines = before[:-1] + ([before[-1]] if before[-1].strip() else [])
+    header = "\n".join(header_lines)
+    note = ""
+    if lines[hash_line - 1].strip(_JAVA_TRIM) != "#":
+        shown = lines[hash_line - 1].strip(_JAVA_TRIM)
+        note = (
+            f" (SNAP's reader ends the free-text header at the first '#' character of the "
+            f"file, on line {hash_line}: {shown[:60]!r}, skips the rest of that line and "
+            "reads the number of inputs from the next one)"
+        )
+    tok = _Lines(lines, hash_line, p, note)
 
     ranges: dict[str, tuple[list[float], list[float], list[int]]] = {}
     count_line = {}
     for side in ("input", "output"):
-        n = tok.int(f"the number of {side}s")
+        n = tok.count(f"the number of {side}s")
         count_line[side] = tok.line
         if n < 1:
-            raise UserError(
-                f"{p}: line {tok.line}: the number of {side}s must be positive, not {n}"
-            )
+            tok.fail(f"the number of {side}s must be positive, not {n}")
+        if n > _MAX_PLANE:
+            tok.fail(f"{n:,} {side}s is not a retrieval network (damaged count?)")
         lo, hi, at = [], [], []
         for i in range(n):
-            lo.append(tok.float(f"the min of {side} {i + 1}"))
+            a, b = tok.range_pair(side, i + 1)
+            lo.append(a)
+            hi.append(b)
             at.append(tok.line)
-            hi.append(tok.float(f"the max of {side} {i + 1}"))
         ranges[side] = (lo, hi, at)
 
-    word = tok.next("the '#planes=' line")
-    if word == "$":
-        word = tok.next("the '#planes=' line")
-    if not word.startswith("#planes"):
-        raise UserError(
-            f"{p}: line {tok.line}: expected '$' then '#planes=P s0 s1 ...', found {word!r}"
-        )
+    # SNAP skips to the first '=' (the one of '#planes='): only '$' and '#planes' belong
+    # in between; anything else would be ignored by SNAP and is refused here.
+    skipped = []
+    while True:
+        try:
+            line = tok.next("the '#planes=' line")
+        except UserError:
+            raise UserError(
+                f"{p}: no '#planes=' line after the output ranges (file ends at line "
+                f"{tok.last}): the .net file is cut short; SNAP's reader would not find the "
+                "'=' it looks for either"
+            ) from None
+        if "=" in line:
+            skipped.append(line[: line.index("=")])
+            rest = line[line.index("=") + 1 :]
+            break
+        skipped.append(line)
     planes_line = tok.line
-    rest = word.split("=", 1)[1] if "=" in word else ""
-    n_planes = int(rest) if rest.strip().lstrip("-").isdigit() else tok.int("the number of planes")
+    gap = "".join("".join(s.split()) for s in skipped)
+    if gap not in ("$#planes", "#planes"):
+        bad = next(
+            (i for i, s in enumerate(skipped) if "".join(s.split()) not in ("", "$", "#planes")),
+            len(skipped) - 1,
+        )
+        at = planes_line - len(skipped) + 1 + bad
+        raise UserError(
+            f"{p}: line {at}: expected '$' then '#planes=P s0 s1 ...', found "
+            f"{skipped[bad].strip()[:60]!r}; SNAP's reader skips everything up to the first "
+            "'=' and would ignore it, but text here means the range counts (lines "
+            f"{count_line['input']} and {count_line['output']}) or the layout are not what "
+            "the file says, so it is refused"
+        )
+    fields = _fields(rest)
+    if not fields or "" in fields or not all(_JAVA_LONG.fullmatch(f) for f in fields):
+        raise UserError(
+            f"{p}: line {planes_line}: '#planes={rest.strip()[:60]}' must give the number of "
+            "planes and their sizes as integers ('#planes=P s0 s1 ...'); SNAP's reader "
+            "(Long.parseLong) would fail or misread it"
+        )
+    n_planes = int(fields[0])
     if n_planes < 2:
         raise UserError(
             f"{p}: line {planes_line}: a network needs at least 2 planes, not {n_planes}"
         )
-    sizes = [tok.int(f"the size of plane {k} on the '#planes' line") for k in range(n_planes)]
-    if any(s < 1 for s in sizes):
-        raise UserError(f"{p}: line {planes_line}: plane sizes must be positive: {sizes}")
+    if len(fields) != n_planes + 1:
+        raise UserError(
+            f"{p}: line {planes_line}: '#planes={rest.strip()[:60]}' announces {n_planes} "
+            f"planes but lists {len(fields) - 1} sizes; how SNAP's reader takes a line that "
+            "disagrees with itself is not pinned down, so the file is refused"
+        )
+    sizes = [int(f) for f in fields[1:]]
+    if any(s < 1 or s > _MAX_PLANE for s in sizes):
+        raise UserError(f"{p}: line {planes_line}: plane sizes must be 1..{_MAX_PLANE:,}: {sizes}")
     for side, plane in (("input", 0), ("output", -1)):
         if len(ranges[side][0]) != sizes[plane]:
             raise UserError(
@@ -155,60 +355,32 @@ def read(path: str | Path) -> NetworkSpec:
                 f"block (line {count_line[side]}) lists {len(ranges[side][0])}"
             )
 
+    # Biases of planes 1..P-1, then weights of planes 0..P-2, in file order (SNAP's).
     biases: dict[int, tuple[np.ndarray, int]] = {}
     weights: dict[int, tuple[np.ndarray, int]] = {}
-    while tok.peek() is not None:
-        kw = tok.next("a 'bias' or 'wgt' line")
-        at = tok.line
-        if kw == "bias":
-            k = tok.int("the plane number of a 'bias' line")
-            s = tok.int(f"the size on 'bias {k}'")
-            if not 1 <= k < n_planes:
-                raise UserError(
-                    f"{p}: line {at}: 'bias {k} {s}': planes with a bias are 1..{n_planes - 1}"
-                )
-            if s != sizes[k]:
-                raise UserError(
-                    f"{p}: line {at}: 'bias {k} {s}' but #planes (line {planes_line}) says plane "
-                    f"{k} has {sizes[k]} neurons"
-                )
-            vals = [tok.float(f"bias {k} value {i + 1} of {s}") for i in range(s)]
-            biases[k] = (np.asarray(vals), at)
-        elif kw == "wgt":
-            k = tok.int("the plane number of a 'wgt' line")
-            a = tok.int(f"the first size on 'wgt {k}'")
-            b = tok.int(f"the second size on 'wgt {k}'")
-            if not 0 <= k < n_planes - 1:
-                raise UserError(f"{p}: line {at}: 'wgt {k}': weight blocks are 0..{n_planes - 2}")
-            if (a, b) != (sizes[k], sizes[k + 1]):
-                raise UserError(
-                    f"{p}: line {at}: 'wgt {k} {a} {b}' but #planes (line {planes_line}) says "
-                    f"planes {k} and {k + 1} have {sizes[k]} and {sizes[k + 1]} neurons: the "
-                    "shapes do not chain"
-                )
-            n = a * b
-            vals = [tok.float(f"wgt {k} value {i + 1} of {n}") for i in range(n)]
-            weights[k] = (np.asarray(vals).reshape(b, a), at)
-        else:
-            raise UserError(
-                f"{p}: line {at}: expected a 'bias k n' or 'wgt k n m' line, found {kw!r}"
-            )
-
     for k in range(1, n_planes):
-        if k not in biases:
-            raise UserError(
-                f"{p}: no 'bias {k} {sizes[k]}' block (file ends at line {len(lines)}): the "
-                ".net file is cut short"
-            )
+        s = sizes[k]
+        at = tok.label(f"bias {k} {s}", planes_line)
+        vals = [tok.number(f"bias {k} value {i + 1} of {s}") for i in range(s)]
+        biases[k] = (np.asarray(vals, dtype=np.float64), at)
     for k in range(n_planes - 1):
-        if k not in weights:
-            raise UserError(
-                f"{p}: no 'wgt {k} {sizes[k]} {sizes[k + 1]}' block (file ends at line "
-                f"{len(lines)}): the .net file is cut short"
+        a, b = sizes[k], sizes[k + 1]
+        at = tok.label(f"wgt {k} {a} {b}", planes_line)
+        n = a * b
+        vals = [tok.number(f"wgt {k} value {i + 1} of {n}") for i in range(n)]
+        weights[k] = (np.asarray(vals, dtype=np.float64).reshape(b, a), at)
+    while not tok.at_end():
+        line = tok.next("the end of the file")
+        if line.strip(_JAVA_TRIM):
+            tok.fail(
+                f"{line.strip(_JAVA_TRIM)[:60]!r} after the last weight block (wgt "
+                f"{n_planes - 2}, line {weights[n_planes - 2][1]}); SNAP's reader stops there "
+                "and would ignore it, but more values than the blocks hold mean the sizes "
+                "are not what #planes says, so the file is refused"
             )
 
     names = {"input": {}, "output": {}}
-    for ln in lines[:hash_at]:
+    for ln in header_lines:
         m = _NAME_LINE.match(ln)
         if m:
             names[m.group(1).lower()][int(m.group(2))] = m.group(3).strip()
@@ -227,6 +399,10 @@ def read(path: str | Path) -> NetworkSpec:
             return f"line {count_line[side]}" if index is None else f"line {ranges[side][2][index]}"
         return "header" if kind.endswith("names") else kind
 
+    def locate(kind: str, layer: int, flat: int) -> str:
+        first = (weights[layer][1] if kind == "weights" else biases[layer + 1][1]) + 1
+        return f"on line {first + flat}"
+
     spec = NetworkSpec(
         weights=[weights[k][0] for k in range(n_planes - 1)],
         biases=[biases[k][0] for k in range(1, n_planes)],
@@ -238,7 +414,7 @@ def read(path: str | Path) -> NetworkSpec:
         source_format=NAME,
         header=header,
     )
-    return spec.validate(p, where)
+    return spec.validate(p, where, max_weight=max_weight, max_range=max_range, locate=locate)
 
 
 def check_writable(spec: NetworkSpec) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 
 from mlnnkit.errors import UserError
 from mlnnkit.legacy import _hdf5
-from mlnnkit.legacy.spec import NetworkSpec, Scaling
+from mlnnkit.legacy.spec import MAX_RANGE, MAX_WEIGHT, NetworkSpec, Scaling
 
 NAME = "ocsmart"
 DESCRIPTION = "OC-SMART MLNN HDF5"
@@ -49,12 +49,19 @@ def _where(kind: str, index: int | None) -> str:
     }[kind]()
 
 
-def read(path: str | Path) -> NetworkSpec:
+def read(
+    path: str | Path,
+    *,
+    max_weight: float | None = MAX_WEIGHT,
+    max_range: float | None = MAX_RANGE,
+) -> NetworkSpec:
     """Read an OC-SMART MLNN HDF5 file into a :class:`NetworkSpec`.
 
     Every inconsistency (a missing dataset, ``Layers`` disagreeing with the weights,
-    shapes that do not chain, a bias of the wrong length, NaN/Inf, a range with
-    min == max) raises a UserError naming the file and the dataset.
+    shapes that do not chain, a bias of the wrong length, NaN/Inf, a weight or bias
+    beyond ``max_weight`` (default 1e4) or a range limit beyond ``max_range`` (default
+    1e12) in magnitude, a range with min == max) raises a UserError naming the file and
+    the dataset. None lifts a limit.
     """
     with _hdf5.open_h5(path, DESCRIPTION) as f:
         layers = _hdf5.read_array(f, "Layers", path)
@@ -118,7 +125,7 @@ def read(path: str | Path) -> NetworkSpec:
         output_names=out_names,
         source_format=NAME,
     )
-    spec.validate(str(path), _where)
+    spec.validate(str(path), _where, max_weight=max_weight, max_range=max_range)
     if spec.sizes != sizes:
         k = next(i for i, (a, b) in enumerate(zip(spec.sizes, sizes)) if a != b)
         culprit = f"Weights/Layer{max(k, 1)}"

@@ -27,7 +27,7 @@ import numpy as np
 
 from mlnnkit.errors import UserError
 from mlnnkit.legacy import _hdf5
-from mlnnkit.legacy.spec import NetworkSpec, Scaling, canonical_activation
+from mlnnkit.legacy.spec import MAX_RANGE, MAX_WEIGHT, NetworkSpec, Scaling, canonical_activation
 
 NAME = "rawh5"
 DESCRIPTION = "raw-weight HDF5"
@@ -79,16 +79,20 @@ def parse_range(value: str | Sequence[float] | None) -> tuple[float, float] | No
     return lo, hi
 
 
-def _layer_names(f: h5py.File, pattern: str, what: str, path) -> tuple[int, list[str]]:
+def _layer_names(
+    f: h5py.File, pattern: str, what: str, path, start: int | None = None
+) -> tuple[int, list[str]]:
     if "{i}" not in pattern:
         raise UserError(
             f"{what} pattern {pattern!r} has no '{{i}}' for the layer number, e.g. 'Weights/Layer{{i}}'"
         )
-    start = next((s for s in (0, 1) if _hdf5.has(f, pattern.format(i=s))), None)
+    tried = (0, 1) if start is None else (start,)
+    start = next((s for s in tried if _hdf5.has(f, pattern.format(i=s))), None)
     if start is None:
         raise UserError(
             f"{path}: no dataset matches the {what} pattern {pattern!r} (tried "
-            f"{pattern.format(i=0)!r} and {pattern.format(i=1)!r})"
+            + " and ".join(repr(pattern.format(i=s)) for s in tried)
+            + ")"
         )
     names, i = [], start
     while _hdf5.has(f, pattern.format(i=i)):
@@ -153,6 +157,9 @@ def read(
     scale_range: str | Sequence[float] | None = None,
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
+    start: int | None = None,
+    max_weight: float | None = MAX_WEIGHT,
+    max_range: float | None = MAX_RANGE,
 ) -> NetworkSpec:
     """Read per-layer arrays from an HDF5 file into a :class:`NetworkSpec`.
 
@@ -170,6 +177,11 @@ def read(
         scale_range: the network's interval for the scaled values (default: the range
             dataset's ``scale_range`` attribute, else ``-1,1``).
         input_names, output_names: variable names (default: the file's attributes).
+        start: the number of the first layer (default None: 0 or 1, whichever exists);
+            kept in ``source_options`` so :func:`write` numbers the layers the same way.
+        max_weight, max_range: refuse a weight or bias (default beyond 1e4) or a range
+            limit (default beyond 1e12) of larger magnitude, as a damaged file; None: no
+            limit.
     """
     p = str(path)
     with _hdf5.open_h5(path, DESCRIPTION) as f:
@@ -181,7 +193,7 @@ def read(
         norm_out = norm_out or layout["norm_out"]
         if transpose is None and layout["transpose"] is not None:
             transpose = layout["transpose"] == "True"
-        start, w_names = _layer_names(f, weights, "weights", p)
+        start, w_names = _layer_names(f, weights, "weights", p, start)
         ws = [_hdf5.read_array(f, n, p) for n in w_names]
         b_names: list[str | None] = [None] * len(ws)
         bs: list[np.ndarray | None] = [None] * len(ws)
@@ -287,9 +299,10 @@ def read(
             "transpose": bool(transpose),
             "norm_in": norm_in,
             "norm_out": norm_out,
+            "start": start,
         },
     )
-    return spec.validate(p, where)
+    return spec.validate(p, where, max_weight=max_weight, max_range=max_range)
 
 
 def check_writable(spec: NetworkSpec) -> None:
@@ -305,12 +318,14 @@ def write(
     transpose: bool | None = None,
     norm_in: str | None = None,
     norm_out: str | None = None,
-    start: int = 1,
+    start: int | None = None,
 ) -> None:
     """Write ``spec`` as raw arrays (default: OC-SMART-like names, ``(out, in)`` weights).
 
-    Options default to the ones the spec was read with (``spec.source_options``), then
-    to ``Weights/Layer{i}``, ``Bias/Layer{i}``, ``Norm_in``, ``Norm_out``. The layout
+    Options default to the ones the spec was read with (``spec.source_options``: a
+    network read with ``W0, W1`` is written with ``W0, W1`` again), then to
+    ``Weights/Layer{i}``, ``Bias/Layer{i}``, ``Norm_in``, ``Norm_out`` and layers
+    numbered from ``start`` = 1. The layout
     (patterns, orientation, range datasets), activations, scaling intervals and names are
     stored as attributes, so :func:`read` of the file needs no options.
     """
@@ -324,6 +339,7 @@ def write(
     transpose = so.get("transpose", False) if transpose is None else transpose
     norm_in = norm_in or so.get("norm_in") or "Norm_in"
     norm_out = norm_out or so.get("norm_out") or "Norm_out"
+    start = int(so.get("start", 1)) if start is None else int(start)
     with h5py.File(path, "w") as f:
         for k, (w, b) in enumerate(zip(spec.weights, spec.biases)):
             f.create_dataset(

@@ -33,6 +33,18 @@ from mlnnkit.errors import UserError
 #: Activations a spec may use (what every format and the NumPy reference know).
 ACTIVATIONS = ("linear", "tanh", "sigmoid", "relu")
 
+#: Largest magnitude of a weight or bias an imported file may hold (``validate``'s
+#: ``max_weight``). The largest in 136 real C2RCC networks is 208, in OC-SMART's PACE
+#: network 0.88: a value beyond 1e4 is a damaged file (a flipped exponent byte gives 1e163),
+#: not a trained network. ``--allow-large-weights`` / ``allow_large_weights=True`` lifts it.
+MAX_WEIGHT = 1e4
+
+#: Largest magnitude of an input or output range limit (``validate``'s ``max_range``).
+#: Ranges are physical units (angles, log radiances, pressure in hPa or Pa ~1e5,
+#: concentrations); 1e12 is far above any of them and far below what a damaged float
+#: gives (1e30 and up), and keeps the scaling well inside float32.
+MAX_RANGE = 1e12
+
 #: Other spellings accepted on input (MATLAB's transfer-function names among them).
 ALIASES = {
     "identity": "linear",
@@ -95,6 +107,10 @@ class Scaling:
 #: ``weights``/``biases`` (layer index from 0), ``input_range``/``output_range`` (row
 #: from 0), ``activations``, ``input_names``/``output_names`` (index None).
 Where = Callable[[str, "int | None"], str]
+
+#: ``locate(kind, layer, flat_index) -> label`` names the exact place of one weight or
+#: bias value (``"line 815"`` in an ffbp file); optional, for the plausibility message.
+Locate = Callable[[str, int, int], str]
 
 
 def _default_where(kind: str, index: int | None) -> str:
@@ -168,14 +184,40 @@ class NetworkSpec:
             return None
         return self.output_scaling.maximum - self.output_scaling.minimum
 
-    def validate(self, path: str, where: Where | None = None) -> NetworkSpec:
-        """Check the description is a computable network; return self.
+    def validate(
+        self,
+        path: str,
+        where: Where | None = None,
+        *,
+        max_weight: float | None = None,
+        max_range: float | None = None,
+        locate: Locate | None = None,
+    ) -> NetworkSpec:
+        """Check the description is a computable (and, with limits, plausible) network.
 
-        Raises a :class:`~mlnnkit.errors.UserError` naming ``path`` and, through
-        ``where(kind, index)``, the dataset or line at fault: shapes that do not chain,
-        a bias whose length differs from its layer, NaN or Inf in weights, biases or
-        ranges, a range with min >= max, an unknown activation, a count of names that
+        Args:
+            path: the file (or model) named first in every message.
+            where: ``where(kind, index)`` names the dataset or line at fault (default:
+                ``"weights of layer 2"``).
+            max_weight: refuse a weight or bias whose magnitude exceeds it (default None:
+                no limit; readers pass :data:`MAX_WEIGHT` unless told to allow large ones).
+            max_range: the same for input and output range limits (default None; readers
+                pass :data:`MAX_RANGE`).
+            locate: ``locate(kind, layer, flat_index)`` names the place of one value
+                (default None: the message gives the index in the array).
+
+        Returns self. Raises a :class:`~mlnnkit.errors.UserError` naming ``path`` and the
+        dataset or line at fault: shapes that do not chain, a bias whose length differs
+        from its layer, NaN or Inf in weights, biases or ranges, a value beyond the
+        limits, a range with min >= max, an unknown activation, a count of names that
         differs from the planes.
+
+        Example:
+            >>> spec = NetworkSpec([np.full((1, 2), 5e7)], [np.zeros(1)], ["linear"])
+            >>> spec.validate("net.h5", max_weight=1e4)
+            Traceback (most recent call last):
+            ...
+            mlnnkit.errors.UserError: net.h5: weights of layer 1: a weight of 5e+07 at index [0, 0], ...
         """
         where = where or _default_where
 
@@ -203,6 +245,10 @@ class NetworkSpec:
                 )
             _check_finite(w, wl, fail)
             _check_finite(b, bl, fail)
+        if max_weight is not None:
+            for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+                for kind, a in (("weights", w), ("biases", b)):
+                    _check_magnitude(a, kind, k, max_weight, where, locate, fail)
         if len(self.activations) != len(self.weights):
             fail(
                 f"{where('activations', None)}: {len(self.activations)} activations for "
@@ -217,7 +263,7 @@ class NetworkSpec:
             ("output_range", self.output_scaling, self.n_outputs),
         ):
             if scaling is not None:
-                _check_scaling(scaling, kind, n, where, fail, self)
+                _check_scaling(scaling, kind, n, where, fail, self, max_range)
         for kind, names, n in (
             ("input_names", self.input_names, self.n_inputs),
             ("output_names", self.output_names, self.n_outputs),
@@ -283,6 +329,35 @@ def _check_finite(a: np.ndarray, label: str, fail: Callable[[str], None]) -> Non
         fail(f"{label} contains {what}{at} ({int(bad.sum())} non-finite values)")
 
 
+#: The option that lifts the plausibility limits, named in their messages.
+ALLOW_HINT = "--allow-large-weights (library: allow_large_weights=True)"
+
+
+def _check_magnitude(
+    a: np.ndarray,
+    kind: str,
+    layer: int,
+    limit: float,
+    where: Where,
+    locate: Locate | None,
+    fail: Callable[[str], None],
+) -> None:
+    mag = np.abs(a)
+    over = mag > limit
+    if not over.any():
+        return
+    flat = int(np.argmax(mag))
+    value = float(a.reshape(-1)[flat])
+    idx = [int(i) for i in np.unravel_index(flat, a.shape)]
+    at = f" ({locate(kind, layer, flat)})" if locate else f" at index {idx}"
+    what = "weight" if kind == "weights" else "bias"
+    fail(
+        f"{where(kind, layer)}: a {what} of {value:.3g}{at}, the largest of "
+        f"{int(over.sum())} beyond {limit:g} in magnitude: no trained network of this format "
+        f"has such values (the file is likely damaged); if it is real, pass {ALLOW_HINT}"
+    )
+
+
 def _check_scaling(
     s: Scaling,
     kind: str,
@@ -290,6 +365,7 @@ def _check_scaling(
     where: Where,
     fail: Callable[[str], None],
     spec: NetworkSpec,
+    max_range: float | None = None,
 ) -> None:
     side = kind.split("_")[0]
     if len(s.minimum) != n or len(s.maximum) != n:
@@ -300,6 +376,14 @@ def _check_scaling(
         name = f" ({names[i]})" if names and i < len(names) else ""
         if not (np.isfinite(lo) and np.isfinite(hi)):
             fail(f"{where(kind, i)}: {side} {i + 1}{name} has a non-finite range [{lo}, {hi}]")
+        if max_range is not None and max(abs(lo), abs(hi)) > max_range:
+            big = lo if abs(lo) >= abs(hi) else hi
+            fail(
+                f"{where(kind, i)}: {side} {i + 1}{name} has the range [{lo:.6g}, {hi:.6g}]: "
+                f"{big:.3g} is beyond {max_range:g} in magnitude, which no physical variable "
+                f"of a retrieval network has (the file is likely damaged); if it is real, "
+                f"pass {ALLOW_HINT}"
+            )
         if lo == hi:
             fail(
                 f"{where(kind, i)}: {side} {i + 1}{name} has min == max == {lo}: "
@@ -307,6 +391,13 @@ def _check_scaling(
             )
         if lo > hi:
             fail(f"{where(kind, i)}: {side} {i + 1}{name} has min {lo} > max {hi}")
+        with np.errstate(over="ignore"):
+            wide = not np.isfinite(hi - lo)
+        if wide:
+            fail(
+                f"{where(kind, i)}: {side} {i + 1}{name} has the range [{lo:.3g}, {hi:.3g}], "
+                "whose width is beyond float64: its scaling cannot be computed"
+            )
     lo, hi = s.target
     if not (np.isfinite(lo) and np.isfinite(hi)) or lo >= hi:
         fail(f"{where(kind, None)}: scaling interval {s.target} must have lo < hi")

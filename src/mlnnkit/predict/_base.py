@@ -9,6 +9,7 @@ A file kind is one module of :mod:`mlnnkit.predict` (``_npy``, ``_csv``, ...) ho
 from __future__ import annotations
 
 import fnmatch
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -74,6 +75,35 @@ def _choose(available: list[str], spec, n: int, model_names, *, path, what: str)
     )
 
 
+def natural_key(name: str) -> tuple:
+    """Sort key comparing the numbers in names as numbers: ``Rrs_412 < Rrs_1020``.
+
+    Example:
+        >>> sorted(["Rrs_1020", "Rrs_412", "Rrs_443"], key=natural_key)
+        ['Rrs_412', 'Rrs_443', 'Rrs_1020']
+    """
+    return tuple((0, int(t)) if t.isdigit() else (1, t) for t in re.split(r"(\d+)", name) if t)
+
+
+def order_note(spec, model_names, chosen: list[str], listing: str) -> str:
+    """Says where the order of the ``chosen`` inputs came from: ``spec`` (``--inputs``,
+    its globs expanded in the file's ``listing`` order), the model's own input names, or
+    the file's ``listing`` (e.g. ``"the file's column order"``).
+
+    Example:
+        >>> order_note("Rrs_*", None, ["Rrs_412"], "the file's column order")
+        "--inputs order; globs in the file's column order"
+    """
+    items = _split_names(spec)
+    if items is not None:
+        if any(any(ch in i for ch in "*?[") for i in items):
+            return f"--inputs order; globs in {listing}"
+        return "--inputs order as given"
+    if model_names and list(model_names) == list(chosen):
+        return "the model's own input names"
+    return listing
+
+
 def _block_rows(n_cols: int, block_rows: int | None) -> int:
     if block_rows:
         return max(1, int(block_rows))
@@ -95,6 +125,7 @@ class Source:
     n_rows: int
     columns: list[str]
     shape: tuple[int, ...] = ()  # a scene's shape (the rows are its elements, C order)
+    order: str = ""  # where the order of ``columns`` came from (printed by the CLI)
 
     def ranges(self, block_rows: int | None = None) -> list[tuple[int, int]]:
         b = _block_rows(len(self.columns), block_rows)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from mlnnkit.errors import UserError
-from mlnnkit.predict._base import Sink, Source, _block_rows, _choose
+from mlnnkit.predict._base import Sink, Source, _block_rows, _choose, order_note
 
 NAME = "csv"
 SUFFIXES = (".csv",)
@@ -53,7 +53,8 @@ class CsvSource(Source):
         cols = _choose(available, inputs, n_inputs, model_names, path=path, what="column")
         with open(path, "rb") as f:  # data rows = non-blank lines after the header
             n = sum(1 for line in f if line.strip()) - 1
-        return cls(path, "csv", max(n, 0), cols)
+        order = order_note(inputs, model_names, cols, "the file's column order")
+        return cls(path, "csv", max(n, 0), cols, order=order)
 
     def ranges(self, block_rows=None):
         return [(0, self.n_rows)] if self.n_rows else []  # CSV cannot seek to a row

@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import time
@@ -38,10 +39,11 @@ from mlnnkit import _atomic
 from mlnnkit.errors import UserError
 from mlnnkit.models import load_model_for_predict, model_io_names, model_io_sizes
 from mlnnkit.predict._base import Source, _split_names
-from mlnnkit.predict._kinds import is_scene, kind_of, open_sink, open_source
+from mlnnkit.predict._kinds import KINDS, is_scene, kind_of, open_sink, open_source
 
 __all__ = [
     "FileResult",
+    "check_not_an_input",
     "check_outputs_free",
     "error_text",
     "load_model_for_predict",
@@ -50,6 +52,7 @@ __all__ = [
     "predict_file",
     "predict_files",
     "prepare",
+    "same_file",
 ]
 
 
@@ -91,6 +94,7 @@ def check_outputs_free(source: Source, names: list[str]) -> None:
 
 def prepare(model, input_path, output_path, *, inputs=None, outputs=None):
     """Open and validate one job: ``(source, output names, output kind, attrs)``."""
+    check_not_an_input(output_path, [input_path])
     n_in, n_out = model_io_sizes(model)
     out_kind = kind_of(output_path)
     model_in, _ = model_io_names(model)
@@ -171,14 +175,55 @@ def predict_file(
                     model, source.blocks(block_rows), write,
                     chunk_rows=chunk_rows, workers=workers, progress=progress,
                 )  # fmt: skip
-            finally:
-                sink.close()
+            except BaseException:
+                # The output is discarded; the sink's own complaint ("wrote 0 rows of N")
+                # must not replace what stopped it (Ctrl-C, a read error).
+                with contextlib.suppress(Exception):
+                    sink.close()
+                raise
+            sink.close()
     finally:
         source.close()
     return FileResult(Path(input_path), output_path, rows, masked, time.perf_counter() - t0)
 
 
 # ------------------------------------------------------------------------ many files
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when ``a`` and ``b`` name one file: the same path once resolved (symlinks,
+    ``..``), or, when both exist, the same inode (hard links; :func:`os.path.samefile`).
+
+    Example:
+        >>> same_file("data/x.npy", "data/../data/x.npy")
+        True
+    """
+    a, b = Path(a), Path(b)
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_not_an_input(output: str | os.PathLike, inputs: Sequence[str | os.PathLike]) -> None:
+    """Refuse an ``output`` that is one of the ``inputs`` (or the same file under another
+    name): predictions never replace the data they come from.
+
+    Example:
+        >>> check_not_an_input("x.npy", ["x.npy"])
+        Traceback (most recent call last):
+        ...
+        mlnnkit.errors.UserError: output x.npy is an input: writing it would replace the input's data; choose another -o
+    """
+    for src in inputs:
+        if same_file(output, src):
+            shown = f"{output}" if Path(output) == Path(src) else f"{output} (the same file as {src})"
+            raise UserError(
+                f"output {shown} is an input: writing it would replace the input's data; "
+                "choose another -o"
+            )
 
 
 def plan_jobs(inputs: Sequence[str], output: str | os.PathLike) -> list[tuple[Path, Path]]:
@@ -196,21 +241,35 @@ def plan_jobs(inputs: Sequence[str], output: str | os.PathLike) -> list[tuple[Pa
                 raise UserError(f"no input file matches {item!r}")
             files += [Path(h) for h in hits if Path(h).is_file()]
         else:
+            if Path(item).is_dir():
+                raise UserError(
+                    f"{item} is a folder, not an input file; for the files in it pass '{item}/*'"
+                )
             files.append(Path(item))
     if not files:
         raise UserError("no input files given")
     out = str(output)
     to_dir = len(files) > 1 or out.endswith(("/", os.sep)) or Path(out).is_dir()
     if not to_dir:
+        check_not_an_input(out, files)
         return [(files[0], Path(out))]
     outdir = Path(out)
+    if not outdir.is_dir() and not out.endswith(("/", os.sep)) and outdir.suffix.lower() in KINDS:
+        raise UserError(
+            f"{len(files)} input files need an output folder, but -o {out} names a "
+            f"{outdir.suffix} file: give a folder (e.g. -o {outdir.with_suffix('')}/), or one input"
+        )
     pairs = [(f, outdir / f.name) for f in files]
     seen: dict[Path, Path] = {}
     for f, o in pairs:
         if o in seen:
             raise UserError(f"{f} and {seen[o]} would both write {o}; give them different names")
-        if o.resolve() == f.resolve():
-            raise UserError(f"{f}: the output directory is the input's own; choose another -o")
+        if same_file(o, f):
+            raise UserError(
+                f"{f}: the output folder {outdir} is the input's own, so its output {o} "
+                "would replace it; choose another -o"
+            )
+        check_not_an_input(o, files)
         seen[o] = f
     return pairs
 

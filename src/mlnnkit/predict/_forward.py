@@ -125,6 +125,8 @@ def _make_fn(model, dtype):
         y, _ = model.stateless_call(tv, ntv, x, training=False)
 
         def mask(a):
+            if not jnp.issubdtype(a.dtype, jnp.floating):
+                return a  # e.g. the uint8 quality flags (they flag such rows themselves)
             a = a.astype(dtype)
             return jnp.where(bad.reshape((-1,) + (1,) * (a.ndim - 1)), jnp.nan, a)
 
@@ -301,6 +303,8 @@ def predict_array(
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     out=None,
+    flags: bool = False,
+    limit_margin: float = 0.02,
 ):
     """Predict ``model`` on every row of ``x``, chunk by chunk, with a compiled forward
     pass in float32 (float64 for a float64 model in JAX's 64-bit mode, see
@@ -318,14 +322,30 @@ def predict_array(
         progress: called with the number of rows finished after every chunk.
         out: where to write the outputs (an array of the result's shape and dtype, e.g.
             a ``np.lib.format.open_memmap`` of a ``.npy`` file); default: a new array.
+            With ``flags``, a pair ``(outputs, flags)`` of such arrays.
+        flags: also return the per-row ``uint8`` quality flags, computed in the same
+            compiled program (:func:`mlnnkit.retrieval.flags_model`: inputs and outputs
+            of every network against its ranges, the chain's scope test, invalid inputs).
+            Default False.
+        limit_margin: with ``flags``, the margin of ``output_at_limit`` in the network's
+            own variables (default 0.02, C2RCC's).
 
     Returns:
         ``numpy.ndarray`` of shape ``(rows, *output_shape)``, float32 (or the model's
         output structure of such arrays). Rows with NaN or +-Inf in any input are NaN.
+        With ``flags``: ``(outputs, flags)``, flags of shape ``(rows,)``, ``uint8``.
 
     Example:
         >>> y = mlnnkit.predict_array(model, np.load("x.npy", mmap_mode="r"))  # doctest: +SKIP
     """
+    if flags:
+        from mlnnkit.retrieval import flags_model
+
+        y, f = predict_array(
+            flags_model(model, limit_margin), x, chunk_rows, workers=workers,
+            progress=progress, out=list(out) if out is not None else None,
+        )  # fmt: skip
+        return y, f
     fw = forward_for(model, chunk_rows)
     if not hasattr(x, "shape") or not hasattr(x, "__getitem__"):
         x = np.asarray(x, dtype=np.float32)

@@ -12,11 +12,63 @@ from typing import Any
 import numpy as np
 
 from mlnnkit.errors import UserError
-from mlnnkit.predict._base import _FILE_LOCK, _choose, _SceneSink, _SceneSource, _split_names
+from mlnnkit.predict._base import (
+    _FILE_LOCK,
+    _choose,
+    _SceneSink,
+    _SceneSource,
+    _split_names,
+    natural_key,
+    order_note,
+)
 
 NAME = "hdf5"
 SUFFIXES = (".h5", ".hdf5", ".he5")
 SCENE = True  # outputs go into a copy of the input file
+
+
+def _datasets(f) -> tuple[list[str], dict[str, bool]]:
+    """The numeric datasets of an HDF5 file (paths) in the file's own order, and for each
+    group (by path prefix) whether that order is its creation order: the creation order
+    in groups that track it (h5py ``track_order``), else the names with their numbers
+    compared as numbers (HDF5 itself lists names byte by byte: ``Rrs_1020`` first)."""
+    import h5py
+
+    out: list[str] = []
+    tracked: dict[str, bool] = {}
+    seen: set = set()
+
+    def walk(group, prefix: str) -> None:
+        crt = group.id.get_create_plist().get_link_creation_order()
+        by_creation = bool(crt & h5py.h5p.CRT_ORDER_TRACKED)
+        names = list(group)  # creation order when tracked, else HDF5's name order
+        if not by_creation:
+            names.sort(key=natural_key)
+        tracked[prefix] = by_creation
+        for n in names:
+            if not isinstance(group.get(n, getlink=True), h5py.HardLink):
+                continue  # soft and external links: the object is listed where it lives
+            obj = group[n]
+            if obj.id in seen:
+                continue
+            seen.add(obj.id)
+            if isinstance(obj, h5py.Group):
+                walk(obj, f"{prefix}{n}/")
+            elif obj.dtype.kind in "fiu" and obj.ndim >= 1:
+                out.append(f"{prefix}{n}")
+
+    walk(f["/"], "")
+    return out, tracked
+
+
+def _listing(cols: list[str], tracked: dict[str, bool]) -> str:
+    """Which order the groups holding ``cols`` list their datasets in."""
+    kinds = {tracked.get(c.rsplit("/", 1)[0] + "/" if "/" in c else "", False) for c in cols}
+    if kinds == {True}:
+        return "HDF5 creation order"
+    if kinds == {False}:
+        return "name order, numbers compared as numbers: the file does not track creation order"
+    return "HDF5 creation order where the file tracks it, else name order, numbers as numbers"
 
 
 @dataclass
@@ -33,12 +85,7 @@ class Hdf5Source(_SceneSource):
         except Exception as e:  # noqa: BLE001
             raise UserError(f"{path}: cannot read HDF5: {' '.join(str(e).split())}") from None
         try:
-            available: list[str] = []
-            f.visititems(
-                lambda n, o: available.append(n)
-                if isinstance(o, h5py.Dataset) and o.dtype.kind in "fiu" and o.ndim >= 1
-                else None
-            )
+            available, tracked = _datasets(f)
             cols = _choose(
                 available, [s.strip("/") for s in _split_names(inputs) or []] or None,
                 n_inputs, model_names, path=path, what="dataset",
@@ -53,7 +100,8 @@ class Hdf5Source(_SceneSource):
         except BaseException:
             f.close()
             raise
-        return cls(path, "hdf5", int(np.prod(shape)), cols, shape, file=f)
+        order = order_note(inputs, model_names, cols, _listing(cols, tracked))
+        return cls(path, "hdf5", int(np.prod(shape)), cols, shape, file=f, order=order)
 
     def _read_var(self, name, a, b):
         d = self.file[name]

@@ -41,10 +41,20 @@ def open_source(path, n_inputs: int, inputs=None, model_names=None) -> Source:
     """Open ``path`` and choose the model's ``n_inputs`` inputs in it (validated here,
     before any output exists)."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not an input file; for the files in it pass '{path}/*'")
     kind = kind_of(path)
     if not path.is_file():
         raise UserError(f"input file not found: {path}")
-    return FILE_KINDS[kind].SOURCE.open(path, n_inputs, inputs, model_names)
+    source = FILE_KINDS[kind].SOURCE.open(path, n_inputs, inputs, model_names)
+    if source.n_rows == 0:  # an empty input is refused here, on every path (Dask's too)
+        source.close()
+        raise UserError(
+            f"{path}: no data rows"
+            + (" (only a header)" if kind == "csv" else "")
+            + "; nothing to predict"
+        )
+    return source
 
 
 def open_sink(

@@ -11,7 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from mlnnkit.errors import UserError
-from mlnnkit.predict._base import _FILE_LOCK, _choose, _SceneSink, _SceneSource, _split_names
+from mlnnkit.predict._base import (
+    _FILE_LOCK,
+    _choose,
+    _SceneSink,
+    _SceneSource,
+    _split_names,
+    order_note,
+)
 
 NAME = "netcdf"
 SUFFIXES = (".nc", ".nc4", ".cdf", ".netcdf")
@@ -81,6 +88,7 @@ class NetcdfSource(_SceneSource):
         return cls(
             path, "netcdf", int(np.prod(shape)) if shape else 1, cols, shape,
             datasets=datasets, dims=first[1],
+            order=order_note(inputs, model_names, cols, "the file's variable order"),
         )  # fmt: skip
 
     def _read_var(self, name, a, b):

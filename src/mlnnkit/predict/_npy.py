@@ -43,7 +43,7 @@ class NpySource(Source):
         if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
             raise UserError(f"{path}: array of dtype {x.dtype}; numbers are needed")
         cols = [f"column_{i}" for i in range(n_inputs)]
-        return cls(path, "npy", int(x.shape[0]), cols, array=x)
+        return cls(path, "npy", int(x.shape[0]), cols, array=x, order="the array's column order")
 
     def read(self, start: int, stop: int) -> np.ndarray:
         return self.array[start:stop]  # a view of the map: cast chunk by chunk

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from mlnnkit.errors import UserError
-from mlnnkit.predict._base import Sink, Source, _block_rows, _choose
+from mlnnkit.predict._base import Sink, Source, _block_rows, _choose, order_note
 
 NAME = "parquet"
 SUFFIXES = (".parquet", ".pq")
@@ -39,7 +39,8 @@ class ParquetSource(Source):
                 raise UserError(f"{path}: column {c!r} has type {t}; numbers are needed")
         meta = pf.metadata
         bounds = np.cumsum([0, *(meta.row_group(i).num_rows for i in range(meta.num_row_groups))])
-        return cls(path, "parquet", int(meta.num_rows), cols, groups=bounds)
+        order = order_note(inputs, model_names, cols, "the file's column order")
+        return cls(path, "parquet", int(meta.num_rows), cols, groups=bounds, order=order)
 
     def _table_to_array(self, table) -> np.ndarray:
         cols = [table.column(c).to_numpy(zero_copy_only=False) for c in self.columns]

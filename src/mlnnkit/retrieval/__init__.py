@@ -1,5 +1,7 @@
 """Retrievals as their processors run them: the transforms around a network (recipes),
-and (#12) chains and flags.
+chains of networks and per-pixel quality flags.
+
+Recipes (#11):
 
 - :func:`resolve`: the :class:`Recipe` of a legacy network (OC-SMART family from the
   file name, C2RCC ``log_X`` names, or ``--transforms`` given by the user);
@@ -10,13 +12,26 @@ and (#12) chains and flags.
   :func:`inputs_to_network`, :func:`targets_to_network`: a physical model seen from the
   network's side (imported on first use: they need Keras).
 
+Chains and flags (#12; imported on first use, so this package does not import Keras):
+
+- :func:`chain`: several physical-unit models wired by variable name into one
+  ``keras.Model`` (with an optional autoassociative scope test, ``scope_error``);
+  :func:`chain_info`, :func:`is_chain`, :func:`refuse_chain`, :func:`describe_chain`;
+- :func:`flags_model`: a model's outputs and its ``uint8`` quality flags in one compiled
+  program (``mlnnkit.predict_array(model, x, flags=True)`` uses it); :data:`FLAG_BITS`,
+  :func:`flag_attrs` (CF attributes), :func:`flag_counts`, :func:`format_flag_counts`.
+
 Example:
-    >>> from mlnnkit.retrieval import ocsmart_family
+    >>> from mlnnkit.retrieval import ocsmart_family, FLAG_BITS
     >>> ocsmart_family("OLCI_aphNN.h5")
     'aphNN'
+    >>> [name for name, mask, _ in FLAG_BITS][:2]
+    ['input_out_of_range', 'output_out_of_range']
 """
 
 from __future__ import annotations
+
+import importlib
 
 from mlnnkit.retrieval._recipes import (
     OCSMART_FAMILIES,
@@ -30,6 +45,22 @@ from mlnnkit.retrieval._recipes import (
     resolve,
 )
 
+_LAZY = {
+    "chain": "_chain",
+    "chain_info": "_chain",
+    "is_chain": "_chain",
+    "refuse_chain": "_chain",
+    "describe_chain": "_chain",
+    "DEFAULT_SCOPE_THRESHOLDS": "_chain",
+    "flags_model": "_flags",
+    "flag_attrs": "_flags",
+    "flag_counts": "_flags",
+    "format_flag_counts": "_flags",
+    "DEFAULT_LIMIT_MARGIN": "_flags",
+    "FLAG_NAME": "_flags",
+    "FLAG_BITS": "_layers",
+    "SCOPE_METRICS": "_layers",
+}
 _PHYSICAL = (
     "apply_columns",
     "inputs_to_network",
@@ -39,19 +70,9 @@ _PHYSICAL = (
     "transform_layers",
     "untransformable_rows",
 )
-
-
-def __getattr__(name: str):
-    # Keras is imported only when a model-side helper is asked for.
-    if name in _PHYSICAL:
-        from mlnnkit.retrieval import _physical
-
-        return getattr(_physical, name)
-    raise AttributeError(f"module 'mlnnkit.retrieval' has no attribute {name!r}")
-
+_LAZY.update({name: "_physical" for name in _PHYSICAL})
 
 __all__ = [
-    *_PHYSICAL,
     "OCSMART_FAMILIES",
     "Family",
     "Recipe",
@@ -61,4 +82,11 @@ __all__ = [
     "parse_transforms",
     "physical_ranges",
     "resolve",
+    *sorted(_LAZY),
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"mlnnkit.retrieval.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'mlnnkit.retrieval' has no attribute {name!r}")

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 @contextlib.contextmanager
 def folder_lock(out_dir: Path):
     """Serialise writers of one output folder (several workers on one machine)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _atomic.make_dir(out_dir)
     with open(out_dir / ".lock", "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:

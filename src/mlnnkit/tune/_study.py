@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlnnkit import _atomic
 from mlnnkit.config import RunConfig
-from mlnnkit.errors import UserError
+from mlnnkit.errors import Interrupted, UserError
 from mlnnkit.tune import _results, _storage
 from mlnnkit.tune._space import SearchSpace
 
@@ -163,6 +164,34 @@ def _check_compatible(study: optuna.Study, space: SearchSpace, s: TuneSettings) 
             f"{where} was started with another search space (differs in: {', '.join(diff)}); "
             "pass a new --study name for the new space"
         )
+    fixed = attrs.get("fixed")
+    if fixed is not None:
+        from mlnnkit.train import config_differences
+
+        diff = config_differences(fixed, _fixed_json(space))
+        if diff:
+            shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
+            raise UserError(
+                f"{where} was started with another fixed configuration ({shown}); continue it "
+                "with the config it was started with, or pass a new --study name"
+            )
+
+
+def _fixed_json(space: SearchSpace) -> dict[str, Any]:
+    """The study's fixed configuration: every key of the config (paths absolute) that the
+    search space does not set, as ``{dotted key: value}``; ``[tune]`` itself is left out
+    (the trial count, sampler and pruner may change between sessions)."""
+    from mlnnkit.train import _flatten, resume_fingerprint
+
+    flat = _flatten(resume_fingerprint(space.config({})))
+    searched = []
+    for key in space.dims:
+        searched.append("model.layers" if key.endswith(".repeat") else key)
+
+    def is_searched(k: str) -> bool:
+        return any(k == s or k.startswith((s + ".", s + "[")) for s in searched)
+
+    return {k: v for k, v in flat.items() if not is_searched(k)}
 
 
 def _space_json(space: SearchSpace) -> dict[str, str]:
@@ -238,7 +267,7 @@ def tune(
     s.direction = s.direction or infer_direction(s.metric)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    s.out_dir.mkdir(parents=True, exist_ok=True)
+    _atomic.make_dir(s.out_dir)
     lock = _storage.StudyLock.for_url(s.storage, s.study_name)
     if not lock.shared:
         log(
@@ -248,13 +277,52 @@ def tune(
     epochs_max = max([base.fit.epochs] + [
         int(d.bounds[1]) for k, d in space.dims.items() if k == "fit.epochs" and d.kind != "choices"
     ])
+    study = None
     try:
         with lock:
             storage = _storage.open_storage(s.storage)
             study = _load_or_create(storage, space, s, epochs_max)
         return _work(study, lock, space, base, ds, s, log)
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        raise _interrupted(study, s, None) from None
     finally:
         lock.close()
+
+
+def _interrupted(study, s: TuneSettings, trial_number: int | None) -> Interrupted:
+    """The interrupt of a tuning worker, saying what the study keeps and how to go on."""
+    where = f"study {s.study_name!r} in {_storage.shown(s.storage)}"
+    if study is None:
+        return Interrupted(f"interrupted; run the same command again to start {where}")
+    from optuna.trial import TrialState
+
+    complete = sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+    stopped = (
+        f"trial {trial_number} was stopped (marked FAIL and queued to run again); "
+        if trial_number is not None else ""
+    )
+    return Interrupted(
+        f"interrupted; {stopped}{where} keeps its {complete} complete trial(s) of "
+        f"{s.trials}: run the same command again to continue it"
+    )
+
+
+class _DropInterruptedTrialLog:
+    """Optuna logs a trial stopped by Ctrl-C as a failure, with the whole traceback and a
+    second line "Trial N failed with value None."; the interrupt is reported in one line
+    instead. Drops both (the second: the one right after the interrupt's record)."""
+
+    def __init__(self):
+        self.interrupted = False
+
+    def filter(self, record) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, KeyboardInterrupt):
+            self.interrupted = True
+            return False
+        return not (self.interrupted and "failed with value" in record.getMessage())
 
 
 def _load_or_create(storage, space: SearchSpace, s: TuneSettings, epochs: int) -> optuna.Study:
@@ -269,8 +337,14 @@ def _load_or_create(storage, space: SearchSpace, s: TuneSettings, epochs: int) -
             direction="maximize" if s.direction == "max" else "minimize",
         )
     _check_compatible(study, space, s)
-    if "mlnnkit" not in study.user_attrs:  # a new study
-        study.set_user_attr("mlnnkit", {"metric": s.metric, "space": _space_json(space)})
+    attrs = study.user_attrs.get("mlnnkit")
+    if attrs is not None and "fixed" not in attrs:  # a study of an older mlnnkit
+        study.set_user_attr("mlnnkit", {**attrs, "fixed": _fixed_json(space)})
+    if attrs is None:  # a new study
+        study.set_user_attr(
+            "mlnnkit",
+            {"metric": s.metric, "space": _space_json(space), "fixed": _fixed_json(space)},
+        )
         first = space.baseline() if space.base.tune.baseline else None
         if first is not None:
             study.enqueue_trial(first, user_attrs={"baseline": True})
@@ -346,11 +420,24 @@ def _work(study, lock, space, base, ds, s: TuneSettings, log) -> StudyResult:
             continue
         waiting_said = False
         n_before = len(ran)
+        quiet = _DropInterruptedTrialLog()
+        optuna_log = optuna.logging.get_logger("optuna.study._optimize")
+        optuna_log.addFilter(quiet)
         try:
             study.optimize(objective, n_trials=1, catch=(), gc_after_trial=False)
         except optuna.exceptions.UpdateFinishedTrialError:
             log(f"trial {ran[-1]}: was marked FAIL by another worker (no heartbeat); dropped")
+        except KeyboardInterrupt:
+            number = ran[-1] if len(ran) > n_before else None
+            if number is not None:
+                t = _trial(study, number)
+                if t.state == TrialState.FAIL:  # run it again when the study continues
+                    attrs = {"baseline": True} if t.user_attrs.get("baseline") else {}
+                    study.enqueue_trial(t.params, user_attrs=attrs)
+                _write_tables(study, space, s)
+            raise _interrupted(study, s, number) from None
         finally:
+            optuna_log.removeFilter(quiet)
             lock.release()
         if len(ran) == n_before:
             continue
