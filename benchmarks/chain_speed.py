@@ -43,12 +43,17 @@ from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
+import itertools
+
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURE = Path(
-    os.environ.get("MLNNKIT_SHARED", REPO.parent / "shared")
-) / "fixtures" / "ocsmart" / "PACE_Lrc_aaNN.H5"
+FIXTURE = (
+    Path(os.environ.get("MLNNKIT_SHARED", REPO.parent / "shared"))
+    / "fixtures"
+    / "ocsmart"
+    / "PACE_Lrc_aaNN.H5"
+)
 N_BANDS = 107
 THRESHOLD = 0.07
 
@@ -63,7 +68,7 @@ def generated_spec(sizes, in_min, in_max, out_min, out_max, seed):
 
     rng = np.random.default_rng(seed)
     weights, biases = [], []
-    for i, o in zip(sizes[:-1], sizes[1:]):
+    for i, o in itertools.pairwise(sizes):
         weights.append(rng.normal(0.0, 1.0 / np.sqrt(i), size=(o, i)))
         biases.append(rng.normal(0.0, 0.1, size=o))
     acts = ["tanh"] * (len(sizes) - 2) + ["linear"]
@@ -112,7 +117,9 @@ def np_net(spec, net_in):
     outputs denormalised column by column. ``net_in`` is modified in place."""
     s_in, s_out = spec.input_scaling, spec.output_scaling
     for i in range(net_in.shape[1]):
-        net_in[:, i] = 2 * (net_in[:, i] - s_in.minimum[i]) / (s_in.maximum[i] - s_in.minimum[i]) - 1
+        net_in[:, i] = (
+            2 * (net_in[:, i] - s_in.minimum[i]) / (s_in.maximum[i] - s_in.minimum[i]) - 1
+        )
     a = net_in.transpose()
     n = len(spec.weights)
     for k, (w, b) in enumerate(zip(spec.weights, spec.biases)):
@@ -208,7 +215,9 @@ def main() -> int:
     for _ in range(3):
         half[:, 3 : 3 + N_BANDS] = mlnnkit.predict_array(scope, half)
     noise = np.random.default_rng(1).normal(size=(len(half), N_BANDS)).astype(np.float32)
-    half[:, 3 : 3 + N_BANDS] *= np.exp(noise * np.linspace(0, 0.2, len(half), dtype=np.float32)[:, None])
+    half[:, 3 : 3 + N_BANDS] *= np.exp(
+        noise * np.linspace(0, 0.2, len(half), dtype=np.float32)[:, None]
+    )
     x[::2] = half
     del half
     mlnnkit.predict_array(model, x[: args.block // 4], flags=True)  # compile (not timed)

@@ -66,14 +66,18 @@ def test_chain_inputs_are_the_names_no_step_produces_in_order_of_use():
 def test_name_produced_twice_names_both_steps():
     a = phys_net(["p"], ["r"], "first")
     b = phys_net(["p"], ["r"], "second")
-    with pytest.raises(mlnnkit.UserError, match=r"'r' is produced by both model 'first' and model 'second'"):
+    with pytest.raises(
+        mlnnkit.UserError, match=r"'r' is produced by both model 'first' and model 'second'"
+    ):
         chain([a, b])
 
 
 def test_step_producing_an_earlier_chain_input_is_refused():
     a = phys_net(["r"], ["s"], "uses_r")
     b = phys_net(["p"], ["r"], "makes_r")
-    with pytest.raises(mlnnkit.UserError, match="takes as an input of the chain; put model 'makes_r' before"):
+    with pytest.raises(
+        mlnnkit.UserError, match="takes as an input of the chain; put model 'makes_r' before"
+    ):
         chain([a, b])
 
 
@@ -90,7 +94,9 @@ def test_missing_chain_input_in_a_file_is_named(tmp_path, cli):
     b = phys_net(["r", "s"], ["t"], "b")
     path = tmp_path / "chain.keras"
     chain([a, b]).save(path)
-    pd.DataFrame({"p": [0.1], "q": [0.2], "x": [0.3], "y": [0.4]}).to_csv(tmp_path / "in.csv", index=False)
+    pd.DataFrame({"p": [0.1], "q": [0.2], "x": [0.3], "y": [0.4]}).to_csv(
+        tmp_path / "in.csv", index=False
+    )
     code, _, err = cli("predict", path, tmp_path / "in.csv", "-o", tmp_path / "out.csv")
     assert code == 2
     assert "s" in err and "not in the file" in err
@@ -112,7 +118,9 @@ def test_chain_saved_and_reloaded(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "['R1', 'R2', 'a1', 'scope_error']" in out.stdout
     reloaded = np.load(tmp_path / "y.npy")
-    np.testing.assert_allclose(reloaded, mlnnkit.predict_array(model, np.full((3, 2), 0.1, "float32")))
+    np.testing.assert_allclose(
+        reloaded, mlnnkit.predict_array(model, np.full((3, 2), 0.1, "float32"))
+    )
     again = keras.saving.load_model(path)
     assert is_chain(again) and chain_info(again) == chain_info(model)
 
@@ -141,7 +149,9 @@ def test_scope_defaults_and_errors():
     aann = phys_net(["L1", "L2"], ["L1", "L2"], "aann")
     step = phys_net(["L1"], ["R1"], "step")
     assert chain_info(chain([step], scope=aann))["scope"]["threshold"] == 0.07
-    assert chain_info(chain([step], scope=aann, scope_metric="sum_abs"))["scope"]["threshold"] == 0.01
+    assert (
+        chain_info(chain([step], scope=aann, scope_metric="sum_abs"))["scope"]["threshold"] == 0.01
+    )
     with pytest.raises(mlnnkit.UserError, match="scope_metric"):
         chain([step], scope=aann, scope_metric="rmse")
     with pytest.raises(mlnnkit.UserError, match="'X\\*' matches none"):
@@ -175,7 +185,9 @@ def test_finetuning_a_chain_is_refused(tmp_path, cli):
     pd.DataFrame({"p": np.linspace(0.1, 0.9, 20), "r": np.linspace(0.1, 0.9, 20)}).to_csv(
         tmp_path / "m.csv", index=False
     )
-    code, _, err = cli("finetune", tmp_path / "c.keras", "-d", tmp_path / "m.csv", "-o", tmp_path / "ft")
+    code, _, err = cli(
+        "finetune", tmp_path / "c.keras", "-d", tmp_path / "m.csv", "-o", tmp_path / "ft"
+    )
     assert code == 2
     assert err.startswith("error: ") and "is a chain of 1 networks (a)" in err
     assert "mlnnkit chain" in err and "Traceback" not in err
@@ -192,7 +204,12 @@ def test_chain_cli_and_inspect(tmp_path, cli):
     assert code == 0, err
     assert "sum_abs over 1 variables (q), out of scope above 0.01" in stdout
     info = chain_info(keras.saving.load_model(out))
-    assert info["scope"] == {"metric": "sum_abs", "variables": ["q"], "threshold": 0.01, "step": "aann"}
+    assert info["scope"] == {
+        "metric": "sum_abs",
+        "variables": ["q"],
+        "threshold": 0.01,
+        "step": "aann",
+    }
     code, stdout, _ = cli("inspect", out)
     assert code == 0 and "step 1:      aann [scope]" in stdout and "step 2:      a:" in stdout
     code, _, err = cli("chain", tmp_path / "a.keras", "-o", tmp_path / "c.h5")

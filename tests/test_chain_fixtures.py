@@ -4,6 +4,8 @@ sum_abs over the 779, 865, 885 and 1020 nm outputs, 0.01, then olci_rw_iop)."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -32,7 +34,7 @@ def _match_rate(got, want):
 def _generated(n_in, n_out, in_lo, in_hi, seed):
     rng = np.random.default_rng(seed)
     sizes = [n_in, 40, n_out]
-    ws = [rng.normal(0, 1 / np.sqrt(i), (o, i)) for i, o in zip(sizes[:-1], sizes[1:])]
+    ws = [rng.normal(0, 1 / np.sqrt(i), (o, i)) for i, o in itertools.pairwise(sizes)]
     bs = [rng.normal(0, 0.1, o) for o in sizes[1:]]
     return NetworkSpec(
         ws, bs, ["tanh", "linear"], Scaling(np.asarray(in_lo), np.asarray(in_hi), (-1.0, 1.0)),
@@ -81,7 +83,9 @@ def _ocsmart_scene(aann, models, rng):
 
 def test_ocsmart_chain_matches_ocsmart(ocsmart):
     aann, rrs, aph, m = ocsmart
-    model = chain([m["rrs"], m["aph"]], scope=m["aann"], scope_metric="mean_rel", scope_threshold=0.07)
+    model = chain(
+        [m["rrs"], m["aph"]], scope=m["aann"], scope_metric="mean_rel", scope_threshold=0.07
+    )
     info = chain_info(model)
     assert info["input_names"][:4] == ["solz", "senz", "relaz", "Lrc_1"]
     assert info["input_names"][-1] == "rh" and len(info["input_names"]) == 111
@@ -118,7 +122,7 @@ def test_ocsmart_chain_matches_ocsmart(ocsmart):
     np.testing.assert_allclose(y[valid, :214], np.c_[r, a][valid], rtol=1e-5)
 
     # the flags: OC-SMART's out-of-scope decision and the bits' rules, in float64
-    span = lambda s: (s.minimum, s.maximum)  # noqa: E731
+    span = lambda s: (s.minimum, s.maximum)
     ilo, ihi = span(aann.input_scaling)
     rlo, rhi = span(rrs.input_scaling)
     alo, ahi = span(aph.input_scaling)
@@ -129,7 +133,7 @@ def test_ocsmart_chain_matches_ocsmart(ocsmart):
     ohi = np.concatenate([rrs.output_scaling.maximum, aph.output_scaling.maximum])
     oor_out = ((outs < olo) | (outs > ohi)).any(1)
     at_lim = ((outs < olo + 0.02) | (outs > ohi - 0.02)).any(1)
-    want = (oor_in * 1 | oor_out * 2 | at_lim * 4 | (ratio > 0.07) * 8 | ~valid * 16)
+    want = oor_in * 1 | oor_out * 2 | at_lim * 4 | (ratio > 0.07) * 8 | ~valid * 16
     want = want.astype(np.uint8)  # an invalid row keeps the bits its finite values set
     assert _match_rate((flags & 8)[valid] > 0, ratio[valid] > 0.07) >= 0.999
     assert _match_rate(flags, want) >= 0.999

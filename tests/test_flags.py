@@ -80,7 +80,7 @@ def test_flags_come_from_one_program_sharing_the_weights():
     assert flags_model(model) is fm  # cached: its compiled program is reused
     assert fm.outputs[0] is model.outputs[0]
     layers = {id(l) for l in model.layers}
-    assert all(id(l) in layers for l in fm.layers if not l.name == "quality_flags")
+    assert all(id(l) in layers for l in fm.layers if l.name != "quality_flags")
     model.get_layer("dense_1").set_weights([np.array([[0.0], [0.0]]), np.zeros(1)])  # u = 0 always
     x, _ = _rows()
     y, flags = mlnnkit.predict_array(model, x[:4], flags=True)

@@ -643,3 +643,62 @@ def test_fixtures_physical_match_the_processors_to_1e_5(cli, tmp_path, fixtures_
         want = c2rcc_physical(spec.weights, spec.biases, rin, rout, log_in, log_out, x)
         got = mlnnkit.predict_array(model, x)
         assert np.max(np.abs(got / want - 1)) < 1e-5, net.name
+
+
+# --- fine-tuning on physical matchups --------------------------------------------------
+
+
+def test_ocean_colour_metrics_by_hand():
+    from mlnnkit.finetune._report import ocean_colour_metrics, positive_outputs
+
+    t = np.array([1.0, 2.0, 4.0, 10.0])
+    p = np.array([2.0, 2.0, 2.0, 1.0])
+    r = np.log10(p / t)
+    m = ocean_colour_metrics(t, p)
+    assert m["mult_bias"] == pytest.approx(10 ** r.mean())
+    assert m["mult_error"] == pytest.approx(10 ** np.abs(r).mean())
+    assert m["mape"] == pytest.approx(100 * np.mean(np.abs(p - t) / t))
+    assert m["mdsa"] == pytest.approx(100 * (10 ** np.median(np.abs(r)) - 1))
+    assert m["sspb"] == pytest.approx(-100 * (10 ** abs(np.median(r)) - 1))
+    m = ocean_colour_metrics(np.array([1.0, -1.0]), np.array([1.0, 1.0]))
+    assert m["n_ratio"] == 1 and m["n_nonpositive"] == 1 and m["mdsa"] == 0.0
+    assert positive_outputs(np.array([[1.0, -1.0, 0.5], [2.0, 1.0, 0.1]])) == [0, 2]
+
+
+def test_finetune_physical_matchups_lowers_mdsa_and_keeps_fixed_layers(cli, tmp_path):
+    import json
+
+    import pandas as pd
+
+    src = tmp_path / "OLCI_aphNN.h5"
+    data = write_family(src, 0, 5, 0, 2, hidden=(12,))
+    x = physical_inputs(data, 0, 700, seed=4)
+    y = ocsmart_physical(data, 0, x)
+    rng = np.random.default_rng(2)
+    y_shift = 10 ** (np.log10(y) + np.log10(1.5) + rng.normal(0, 0.01, y.shape))
+    df = pd.DataFrame(np.concatenate([x, y_shift], 1),
+                      columns=[f"Rrs_{k}" for k in range(1, 6)] + ["aph_1", "aph_2"])
+    df.loc[3, "Rrs_2"] = 0.0  # a row log10 cannot take
+    df.to_csv(tmp_path / "m.csv", index=False)
+    code, out, err = cli("finetune", src, "--physical", "--data", tmp_path / "m.csv",
+                         "-o", tmp_path / "run")  # fmt: skip
+    assert code == 2 and "cannot take" in err and "--drop-nonfinite" in err
+    code, out, err = cli("finetune", src, "--physical", "--data", tmp_path / "m.csv",
+                         "-o", tmp_path / "run", "--drop-nonfinite", "--lr", "1e-3",
+                         "--compare-scratch", "--epochs", "150")  # fmt: skip
+    assert code == 0, err
+    assert "MdSA %" in out and "held-out MdSA" in out
+    r = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert r["dropped_untransformable_rows"] == 1
+    assert r["inputs"] == [f"Rrs_{k}" for k in range(1, 6)] and r["targets"] == ["aph_1", "aph_2"]
+    assert "network's own space" in r["finetuning"]["loss"]
+    assert r["physical"]["output_transforms"] == ["pow10", "pow10"]
+    assert r["original"]["mdsa"] == pytest.approx(50.0, abs=3)  # the 1.5x shift
+    assert r["finetuned"]["mdsa"] < r["original"]["mdsa"] / 2
+    assert r["finetuned"]["mdsa"] < r["scratch"]["mdsa"]
+    assert set(r["per_output"]["aph_1"]["finetuned"]) >= {"mdsa", "mult_bias", "mape", "rmse"}
+    tuned = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    orig = legacy.load(src, physical=True, check=False)
+    for name in ("input_transform", "input_scaling", "output_scaling", "output_transform"):
+        assert tuned.get_layer(name).get_config() == orig.get_layer(name).get_config()
+    assert (tmp_path / "run" / "model.h5").exists()  # the bare network, exported

@@ -164,13 +164,16 @@ def _is_keras_h5(path: Path) -> bool:
         raise UserError(f"{path}: not a readable HDF5 file: {e}") from None
 
 
-def load_network(path: str | Path) -> keras.Model:
+def load_network(path: str | Path, *, physical: bool = False) -> keras.Model:
     """Load a model to adapt or run: a Keras model (``.keras``, full-model ``.h5``) or a
     legacy network file (OC-SMART ``.h5``, ffbp ``.net``) imported with
     :func:`mlnnkit.legacy.load`.
 
     Args:
         path: the model file.
+        physical: import a legacy file in physical units (its family's transforms,
+            :func:`mlnnkit.retrieval.resolve`); for a Keras model, require that it is
+            physical already (default False).
 
     Example:
         >>> load_network("net.h5").count_params()   # an OC-SMART file, imported and verified
@@ -190,8 +193,18 @@ def load_network(path: str | Path) -> keras.Model:
     if legacy_file:
         from mlnnkit import legacy
 
-        return legacy.load(path)
-    return load_model(path, compile=False)
+        return legacy.load(path, physical=physical)
+    model = load_model(path, compile=False)
+    if physical:
+        from mlnnkit.retrieval import is_physical
+
+        if not is_physical(model):
+            raise UserError(
+                f"--physical: {path} is a Keras model without transform layers; import the "
+                "legacy network with `mlnnkit import NET --physical -o MODEL.keras`, or give "
+                "the legacy file itself"
+            )
+    return model
 
 
 def load_model_for_predict(path: str | Path) -> keras.Model:

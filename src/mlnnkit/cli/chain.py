@@ -19,7 +19,9 @@ def chain_(
             help="Physical-unit models (from `mlnnkit import NET --physical`), in the order they run.",
         ),
     ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The chain model to write (.keras).")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The chain model to write (.keras).")
+    ],
     scope: Annotated[
         Path | None,
         typer.Option(
@@ -52,7 +54,9 @@ def chain_(
             "for sum_abs).",
         ),
     ] = None,
-    name: Annotated[str | None, typer.Option("--name", help="The chain's name (default: the output's stem).")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="The chain's name (default: the output's stem).")
+    ] = None,
 ) -> None:
     """Compose physical-unit models into ONE model, connected by variable names.
 

@@ -85,6 +85,15 @@ def finetune(
     scratch_lr: Annotated[
         float, typer.Option("--scratch-lr", help="Learning rate of the scratch run.")
     ] = 1e-3,
+    physical: Annotated[
+        bool,
+        typer.Option(
+            "--physical",
+            help="Physical units: a legacy MODEL is imported with its family's transforms "
+            "(cos of degrees, log10/ln of reflectances, 10**/exp of the outputs) and --data "
+            "holds physical values; the loss stays in the network's own space.",
+        ),
+    ] = False,
     drop_nonfinite: Annotated[
         bool, typer.Option("--drop-nonfinite", help="Drop rows with NaN/Inf instead of stopping.")
     ] = False,
@@ -117,6 +126,7 @@ def _run(ft, model, data, out, inputs, targets, drop_nonfinite, test_fraction, v
         inputs=inputs,
         targets=targets,
         drop_nonfinite=drop_nonfinite,
+        physical=physical,
         test_fraction=test_fraction,
         val_fraction=val_fraction,
         freeze=freeze,
@@ -140,12 +150,27 @@ def _print_report(res, out) -> None:
         f"{r['n_train']} training, {r['n_val']} validation, {r['n_test']} held-out rows; "
         f"{f['epochs_run']} epochs (best {f['best_epoch']}) in {f['fit_seconds']:.1f} s"
     )
-    typer.echo(f"{'held-out':10s} {'rmse':>11s} {'mae':>11s} {'bias':>11s} {'r2':>8s}")
+    ratio = "mdsa" in r["original"]
+    head = f"{'held-out':10s} {'rmse':>11s} {'mae':>11s} {'bias':>11s} {'r2':>8s}"
+    if ratio:  # ocean-colour metrics of the positive outputs
+        head += f" {'MdSA %':>8s} {'bias x':>7s} {'error x':>7s} {'MAPE %':>8s}"
+    typer.echo(head)
     for key in ("original", "finetuned", "scratch"):
         if key in r:
             m = r[key]
-            typer.echo(
-                f"{key:10s} {m['rmse']:11.5g} {m['mae']:11.5g} {m['bias']:11.4g} {m['r2']:8.4f}"
-            )
+            line = f"{key:10s} {m['rmse']:11.5g} {m['mae']:11.5g} {m['bias']:11.4g} {m['r2']:8.4f}"
+            if ratio:
+                line += (
+                    f" {m['mdsa']:8.3f} {m['mult_bias']:7.4f} {m['mult_error']:7.4f} "
+                    f"{m['mape']:8.3f}"
+                )
+            typer.echo(line)
+    if ratio:
+        per = r["per_output"]
+        shown = r["ocean_colour_metrics"]["outputs"]
+        keys = [k for k in ("original", "finetuned", "scratch") if k in r]
+        typer.echo("held-out MdSA % per output: " + "; ".join(
+            f"{n} " + " -> ".join(f"{per[n][k]['mdsa']:.3g}" for k in keys) for n in shown[:8]
+        ) + (f"; ... ({len(shown)} outputs)" if len(shown) > 8 else ""))  # fmt: skip
     typer.echo(r["verdict"])
     typer.echo(f"-> {out}/ ({', '.join(r['files'])})")

@@ -73,6 +73,24 @@ def predict(
             "whose address (tcp://host:8786) follows --dask.",
         ),
     ] = False,
+    flags: Annotated[
+        bool,
+        typer.Option(
+            "--flags",
+            help="Also write per-pixel quality flags (uint8, bits OR-ed over every network): "
+            "1 input_out_of_range, 2 output_out_of_range, 4 output_at_limit, 8 out_of_scope, "
+            "16 invalid_input; a quality_flags variable (scenes, with CF flag_masks/"
+            "flag_meanings) or column (tables), OUT.flags.npy beside a .npy output.",
+        ),
+    ] = False,
+    limit_margin: Annotated[
+        float,
+        typer.Option(
+            "--limit-margin", min=0.0,
+            help="With --flags: output_at_limit when a network output is within this of its "
+            "min or max, in the network's own variables (C2RCC's 0.02).",
+        ),
+    ] = 0.02,
     shared_storage: Annotated[
         bool,
         typer.Option(
@@ -112,6 +130,9 @@ def predict(
     if len(addresses) > 1:
         raise UserError(f"one Dask scheduler address, please (got {', '.join(addresses)})")
     address = addresses[0] if addresses else None
+    if flags and dask:
+        raise UserError("--flags does not run with --dask yet; run without --dask (the flags "
+                        "come from the same compiled program on this machine's threads)")  # fmt: skip
     if shared_storage and address is None:
         raise UserError("--shared-storage is for --dask with a scheduler address (tcp://host:8786)")
     jobs = predict_io.plan_jobs([f for f in files if f not in addresses], output)
@@ -147,6 +168,8 @@ def predict(
             "block_rows": block_rows, "progress": bar.advance, "on_open": opened,
             "on_done": report,
         }  # fmt: skip
+        if flags:
+            kwargs.update(flags=True, limit_margin=limit_margin)
         if not dask:
             results = predict_io.predict_files(net, jobs, **kwargs)
         else:
@@ -159,6 +182,15 @@ def predict(
                     shared_storage=shared_storage if address is not None else None, **kwargs,
                 )  # fmt: skip
     failed = [r for r in results if r.error]
+    if flags:
+        from mlnnkit.retrieval import format_flag_counts
+
+        done = [r for r in results if not r.error and r.flag_counts is not None]
+        if done:
+            rows = sum(r.rows for r in done)
+            totals = {k: sum(r.flag_counts[k] for r in done) for k in done[0].flag_counts}
+            for line in format_flag_counts(totals, rows):
+                typer.echo(f"flag {line}")
     if len(jobs) == 1 and failed:
         raise UserError(failed[0].error)
     if failed:

@@ -183,6 +183,7 @@ def read_xy(
     inputs: str | list[str] | None = None,
     targets: str | list[str] | None = None,
     drop_nonfinite_rows: bool = False,
+    known_targets: list[str] | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> TableData:
     """Read rows of inputs and targets from ``path`` and check them against a model's
@@ -192,7 +193,8 @@ def read_xy(
     ``inputs``/``targets`` are given) the file is a table (:func:`mlnnkit.data.tables.read_table`)
     and the columns are chosen by :func:`~mlnnkit.data.tables.select_columns` (a comma
     list or globs such as ``Rrs_*``, in file order). Without ``inputs``, the model's own
-    input names ``known_inputs`` (an imported network's) are looked for. Rows with NaN/Inf are an error unless
+    input names ``known_inputs`` (an imported network's) are looked for, and without
+    ``targets`` its output names ``known_targets``. Rows with NaN/Inf are an error unless
     ``drop_nonfinite_rows`` (then they are dropped with a warning; see
     :func:`mlnnkit.data.rows.drop_nonfinite`).
     """
@@ -242,6 +244,8 @@ def read_xy(
                     f"{where}pass inputs=COLS (the model's {n_in} inputs, in its order; a "
                     "comma list or a glob such as 'Rrs_*')"
                 )
+        if targets is None and known_targets and all(n in df.columns for n in known_targets):
+            targets = list(known_targets)
         if targets is None:
             raise UserError(f"{where}pass targets=COLS (the model's {n_out} outputs, in order)")
         input_names = select_columns(df.columns, inputs, what="inputs", where=where)

@@ -37,8 +37,14 @@ from mlnnkit.finetune._losses import (
     l2sp_penalty,
     target_scale,
 )
-from mlnnkit.finetune._report import regression_metrics, verdict
-from mlnnkit.models import load_network, model_io_shapes
+from mlnnkit.finetune._report import (
+    OCEAN_COLOUR_METRICS,
+    ocean_colour_metrics,
+    positive_outputs,
+    regression_metrics,
+    verdict,
+)
+from mlnnkit.models import io_names, load_network, model_io_shapes
 
 LEGACY_SUFFIX = {"ocsmart": ".h5", "ffbp": ".net"}
 
@@ -78,9 +84,11 @@ def read_data(
     (:func:`mlnnkit.data.tables.read_xy` with the model's sample shapes and, for an
     imported network, its own input names)."""
     in_shape, out_shape = model_io_shapes(model)
+    known_in, known_out = io_names(model)  # physical names for a physical model
     return read_xy(
-        path, in_shape, out_shape, known_inputs=_ranges_names(model), inputs=inputs,
-        targets=targets, drop_nonfinite_rows=drop_nonfinite, warn=warn or _stderr,
+        path, in_shape, out_shape, known_inputs=known_in or _ranges_names(model),
+        inputs=inputs, targets=targets, drop_nonfinite_rows=drop_nonfinite,
+        warn=warn or _stderr, known_targets=known_out,
     )  # fmt: skip
 
 
@@ -104,6 +112,8 @@ def range_warning(
         >>> range_warning(net, x, ["Rrs_412", "Rrs_443"])            # doctest: +SKIP
         '5.0% of rows (10 of 200) have inputs outside ... (first: data row 3): Rrs_412 ...'
     """
+    from mlnnkit.retrieval import inputs_to_network, physical_ranges, transform_layers
+
     r = input_ranges(model)
     if r is None:
         return None
@@ -113,7 +123,14 @@ def range_warning(
     flat = np.asarray(x, dtype="float64").reshape(len(x), -1)
     if flat.shape[1] != len(mins):
         return None
-    out = (flat < mins) | (flat > maxs)
+    t_in, _ = transform_layers(model)
+    show_lo, show_hi = mins, maxs
+    if t_in is not None:  # compare in the network's space, show in physical units
+        flat = inputs_to_network(model, flat)
+        show_lo, show_hi = physical_ranges(mins, maxs, t_in.transforms)
+        names = t_in.names or names
+    with np.errstate(invalid="ignore"):
+        out = (flat < mins) | (flat > maxs)
     rows = out.any(axis=1)
     if not rows.any():
         return None
@@ -127,7 +144,9 @@ def range_warning(
         names = [f"input {j + 1}" for j in range(len(mins))]
     per = out.mean(axis=0)
     order = [j for j in np.argsort(-per, kind="stable") if per[j] > 0]
-    shown = [f"{names[j]} {100 * per[j]:.1f}% [{mins[j]:.4g}, {maxs[j]:.4g}]" for j in order[:5]]
+    shown = [
+        f"{names[j]} {100 * per[j]:.1f}% [{show_lo[j]:.4g}, {show_hi[j]:.4g}]" for j in order[:5]
+    ]
     more = f" and {len(order) - 5} more inputs" if len(order) > 5 else ""
     first = int(np.flatnonzero(rows)[0]) + 1
     return (
@@ -226,7 +245,27 @@ def finetune(
         raise UserError("epochs and batch_size must be >= 1, patience >= 0")
     if l2sp < 0:
         raise UserError(f"l2sp must be >= 0 (got {l2sp})")
+    from mlnnkit.retrieval import (
+        is_physical,
+        network_model,
+        targets_to_network,
+        transform_layers,
+        untransformable_rows,
+    )
+
     y = np.asarray(y).reshape(len(y), -1)
+    physical = is_physical(model)
+    if physical:
+        bad = untransformable_rows(model, x, y)
+        if bad.any():
+            raise UserError(
+                f"{where}{int(bad.sum())} of {len(x)} rows have values the model's transforms "
+                f"cannot take (first: data row {int(np.flatnonzero(bad)[0]) + 1}; a non-positive value "
+                "under a logarithm, or NaN/Inf): remove them (drop_nonfinite=True, --drop-nonfinite)"
+            )
+    # The loss stays in the network's own space: a physical model is trained up to its
+    # OutputScaling, on targets mapped through the inverse output transforms.
+    y_net = targets_to_network(model, y) if physical else y
     tr, va, te = split_rows(
         len(x), test_fraction, val_fraction, seed, where=where,
         names=("test_fraction", "val_fraction"),
@@ -235,7 +274,7 @@ def finetune(
         raise UserError(
             "test_fraction must be > 0: the held-out rows measure whether fine-tuning helped"
         )
-    x_tr, y_tr, x_va, y_va, x_te, y_te = x[tr], y[tr], x[va], y[va], x[te], y[te]
+    x_tr, y_tr, x_va, y_va, x_te, y_te = x[tr], y_net[tr], x[va], y_net[va], x[te], y[te]
     names = list(target_names or [f"y[{j}]" for j in range(y.shape[1])])
 
     preds = {"original": _predict(model, x_te)}
@@ -248,9 +287,10 @@ def finetune(
     start_penalty = l2sp_penalty(model)
     scale = target_scale(y_tr)
     keras.utils.set_random_seed(seed)
-    _compile(model, lr, scale)
+    trained = network_model(model)  # the model itself when it is not physical
+    _compile(trained, lr, scale)
     fr = _fit(
-        model,
+        trained,
         x_tr,
         y_tr,
         x_va,
@@ -272,9 +312,10 @@ def finetune(
         scratch_flags = _trainable_flags(scratch)
         freeze_layers(scratch)  # the scaling layers only
         keras.utils.set_random_seed(seed)
-        _compile(scratch, scratch_lr, scale)
+        scratch_trained = network_model(scratch)
+        _compile(scratch_trained, scratch_lr, scale)
         sr = _fit(
-            scratch,
+            scratch_trained,
             x_tr,
             y_tr,
             x_va,
@@ -295,6 +336,23 @@ def finetune(
         n: {k: regression_metrics(y_te[:, j], p[:, j]) for k, p in preds.items()}
         for j, n in enumerate(names)
     }
+    positive = positive_outputs(y_te)
+    if positive:  # the ratio metrics of ocean-colour validation, for positive outputs
+        for k, p in preds.items():
+            report[k].update(ocean_colour_metrics(y_te[:, positive], p[:, positive]))
+            for j in positive:
+                report["per_output"][names[j]][k].update(ocean_colour_metrics(y_te[:, j], p[:, j]))
+        report["ocean_colour_metrics"] = {
+            "outputs": [names[j] for j in positive],
+            "definitions": OCEAN_COLOUR_METRICS,
+            "overall": "pooled over every held-out value of these outputs",
+            "references": [
+                "Seegers, B. N., et al. (2018). Performance metrics for the assessment of "
+                "satellite data products: an ocean color case study. Optics Express 26(6).",
+                "Morley, S. K., Brito, T. V., & Welling, D. T. (2018). Measures of model "
+                "performance based on the log accuracy ratio. Space Weather 16(1).",
+            ],
+        }
     report["n_train"] = len(tr)
     report["n_test"] = len(te)
     report["n_val"] = len(va)
@@ -313,11 +371,29 @@ def finetune(
         "l2sp_penalty_start": start_penalty,
         "l2sp_penalty_end": end_penalty,
         "weight_distance_from_original": float(np.sqrt(np.sum(np.square(moved)))),
-        "loss": "mean squared error, each output divided by its training-row standard deviation",
+        "loss": "mean squared error, each output divided by its training-row standard deviation"
+        + (
+            ", in the network's own space: targets mapped through the inverse output "
+            "transforms (log10 for pow10, ln for exp) and the model trained up to its "
+            "OutputScaling; the transform and scaling layers untouched; the metrics are in "
+            "physical units"
+            if physical
+            else ""
+        ),
         "engine": fr.engine,
         "fit_seconds": round(fr.fit_seconds, 3),
         "seed": seed,
     }
+    if physical:
+        t_in, t_out = transform_layers(model)
+        ins, outs = io_names(model)
+        report["physical"] = {
+            "input_names": ins,
+            "output_names": outs,
+            "input_transforms": None if t_in is None else list(t_in.transforms),
+            "output_transforms": None if t_out is None else list(t_out.transforms),
+            "loss_space": "network (inverse output transforms applied to the targets)",
+        }
     if scratch is not None:
         report["finetuning"]["scratch_lr"] = scratch_lr
         report["finetuning"]["scratch_epochs_run"] = len(next(iter(scratch_hist.values()), []))
@@ -350,16 +426,24 @@ def run(
     targets: str | list[str] | None = None,
     drop_nonfinite: bool = False,
     warn: Callable[[str], None] | None = None,
+    physical: bool = False,
     **options: Any,
 ) -> FinetuneResult:
     """``mlnnkit finetune``: load, check, fine-tune, write OUTDIR. ``options`` are those of
-    :func:`finetune`. Every file is written under a temporary name and renamed."""
+    :func:`finetune`. Every file is written under a temporary name and renamed.
+
+    With ``physical=True`` a legacy file is imported in physical units (its family's
+    transforms) and the data are physical values; a physical ``.keras`` model takes them
+    anyway. Rows a transform cannot take (a non-positive value under a logarithm) are an
+    error unless ``drop_nonfinite``."""
     from mlnnkit.report import plot_history, plot_predicted_vs_true
     from mlnnkit.train import save_model
 
     warn = warn or _stderr
+    from mlnnkit.retrieval import is_physical, untransformable_rows
+
     _atomic.check_output_dir(out_dir)  # before the work: a folder that cannot be written
-    model = load_network(model_path)
+    model = load_network(model_path, physical=physical)
     from mlnnkit.retrieval._chain import refuse_chain
 
     refuse_chain(model, str(model_path))
@@ -367,6 +451,20 @@ def run(
     data = read_data(
         data_path, model, inputs=inputs, targets=targets, drop_nonfinite=drop_nonfinite, warn=warn
     )
+    n_untransformable = 0
+    if is_physical(model):
+        bad = untransformable_rows(model, data.x, data.y)
+        n_untransformable = int(bad.sum())
+        if n_untransformable:
+            msg = (
+                f"{data_path}: {n_untransformable} of {len(bad)} rows have values the model's "
+                f"transforms cannot take (first: row {int(np.flatnonzero(bad)[0])}; a "
+                "non-positive value under a logarithm)"
+            )
+            if not drop_nonfinite:
+                raise UserError(f"{msg}: remove those rows or pass --drop-nonfinite")
+            warn(f"{msg}: dropped")
+            data.x, data.y = data.x[~bad], data.y[~bad]
     msg = range_warning(model, data.x, data.input_names)
     if msg:
         warn(msg)
@@ -406,6 +504,7 @@ def run(
             res.report["inputs"] = data.input_names
             res.report["targets"] = data.target_names
             res.report["dropped_nonfinite_rows"] = data.n_dropped
+            res.report["dropped_untransformable_rows"] = n_untransformable
             res.report["input_range_warning"] = msg
             res.report["files"] = files
             _atomic.write_json(out / "report.json", res.report)

@@ -147,14 +147,21 @@ class Source:
 
 
 class Sink:
-    """Writes blocks of outputs ``write(start, y)`` (``y``: float32 ``(rows, n_out)``).
+    """Writes blocks of outputs ``write(start, y, flags=None)`` (``y``: float32 ``(rows,
+    n_out)``; ``flags``: the rows' ``uint8`` quality flags, or None).
 
-    A kind's sink is built as ``Sink(tmp, source, names, attrs, dtype)``: the temporary
-    output file, the opened input, the output names, the attributes a scene's new
-    variables carry, and the output dtype.
+    A kind's sink is built as ``Sink(tmp, source, names, attrs, dtype, flags=None)``: the
+    temporary output file, the opened input, the output names, the attributes a scene's
+    new variables carry, the output dtype and, with ``mlnnkit predict --flags``, the flag
+    variable's CF attributes (:func:`mlnnkit.retrieval.flag_attrs`): the sink then adds a
+    ``quality_flags`` column or variable. A kind whose files hold one array (``.npy``) sets
+    ``FLAGS_SIBLING`` and gets the temporary path of the sibling ``OUT.flags.npy`` as
+    ``flags_path``.
     """
 
-    def write(self, start: int, y: np.ndarray) -> None:  # pragma: no cover - abstract
+    FLAGS_SIBLING = False
+
+    def write(self, start: int, y: np.ndarray, flags: np.ndarray | None = None) -> None:  # pragma: no cover
         raise NotImplementedError
 
     def close(self) -> None:
@@ -207,11 +214,15 @@ class _SceneSink(Sink):
     handle: Any
     targets: list
 
-    def write(self, start, y):
+    flag_target: Any = None
+
+    def write(self, start, y, flags=None):
         a, b, shape = _scene_lines(self.source, start, y)
         with _FILE_LOCK:
             for j, target in enumerate(self.targets):
                 target[a:b] = y[:, j].reshape(shape)
+            if flags is not None and self.flag_target is not None:
+                self.flag_target[a:b] = flags.reshape(shape)
 
     def close(self):
         with _FILE_LOCK:

@@ -86,18 +86,27 @@ class CsvSource(Source):
 
 
 class CsvSink(Sink):
-    def __init__(self, tmp: Path, source: Source, names: list[str], attrs: dict, dtype=np.float32):
+    def __init__(self, tmp: Path, source: Source, names: list[str], attrs: dict, dtype=np.float32,
+                 flags: dict | None = None):  # fmt: skip
         import csv
 
-        self.names = names
-        self.f = open(tmp, "w", newline="")  # noqa: SIM115 - closed in close()
-        csv.writer(self.f).writerow(names)
+        from mlnnkit.retrieval import FLAG_NAME
 
-    def write(self, start, y):
+        self.names = names
+        self.flags = flags is not None
+        self.f = open(tmp, "w", newline="")  # noqa: SIM115 - closed in close()
+        csv.writer(self.f).writerow([*names, FLAG_NAME] if self.flags else names)
+
+    def write(self, start, y, flags=None):
         import pandas as pd
 
+        from mlnnkit.retrieval import FLAG_NAME
+
         # each value written as the shortest text that reads back to the same float32/64
-        pd.DataFrame(y, columns=self.names, copy=False).to_csv(self.f, header=False, index=False)
+        df = pd.DataFrame(y, columns=self.names, copy=False)
+        if self.flags:
+            df[FLAG_NAME] = flags
+        df.to_csv(self.f, header=False, index=False)
 
     def close(self):
         self.f.close()

@@ -39,7 +39,7 @@ from mlnnkit import _atomic
 from mlnnkit.errors import UserError
 from mlnnkit.models import load_model_for_predict, model_io_names, model_io_sizes
 from mlnnkit.predict._base import Source, _split_names
-from mlnnkit.predict._kinds import KINDS, is_scene, kind_of, open_sink, open_source
+from mlnnkit.predict._kinds import KINDS, flags_sibling, is_scene, kind_of, open_sink, open_source
 
 __all__ = [
     "FileResult",
@@ -80,6 +80,7 @@ class FileResult:
     masked_rows: int
     seconds: float
     error: str | None = None
+    flag_counts: dict[str, int] | None = None  # with flags: rows carrying each flag bit
 
 
 def check_outputs_free(source: Source, names: list[str]) -> None:
@@ -92,8 +93,9 @@ def check_outputs_free(source: Source, names: list[str]) -> None:
         )
 
 
-def prepare(model, input_path, output_path, *, inputs=None, outputs=None):
-    """Open and validate one job: ``(source, output names, output kind, attrs)``."""
+def prepare(model, input_path, output_path, *, inputs=None, outputs=None, flags=False):
+    """Open and validate one job: ``(source, output names, output kind, attrs)``; with
+    ``flags``, the ``quality_flags`` name must be free too."""
     check_not_an_input(output_path, [input_path])
     n_in, n_out = model_io_sizes(model)
     out_kind = kind_of(output_path)
@@ -101,7 +103,13 @@ def prepare(model, input_path, output_path, *, inputs=None, outputs=None):
     source = open_source(input_path, n_in, inputs, model_in)
     try:
         names = output_names(model, outputs, n_out, where=f"{input_path}: ")
-        check_outputs_free(source, names)
+        if flags:
+            from mlnnkit.retrieval import FLAG_NAME
+
+            if FLAG_NAME in names:
+                raise UserError(f"{input_path}: an output is named {FLAG_NAME!r}, the flags' "
+                                "name; pass --outputs with other names")  # fmt: skip
+        check_outputs_free(source, [*names, FLAG_NAME] if flags else names)
         if is_scene(out_kind) and source.kind != out_kind:
             raise UserError(
                 f"{input_path}: outputs go into a copy of the input file, so the output must "
@@ -130,6 +138,8 @@ def predict_file(
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     on_open: Callable[[Source], None] | None = None,
+    flags: bool = False,
+    limit_margin: float = 0.02,
 ) -> FileResult:
     """Predict ``model`` on the inputs in ``input_path`` and write ``output_path``
     (atomically), block by block with bounded memory.
@@ -148,31 +158,54 @@ def predict_file(
         progress: called with the number of rows finished, chunk by chunk.
         on_open: called with the opened source before the work starts (e.g. to size a
             progress bar from ``source.n_rows``).
+        flags: also write the ``uint8`` quality flags (:mod:`mlnnkit.retrieval`), from
+            the same compiled program: a ``quality_flags`` variable with CF attributes
+            (scenes), a column (CSV, Parquet), or ``OUT.flags.npy`` beside a ``.npy``
+            output. Default False.
+        limit_margin: with ``flags``, the margin of ``output_at_limit`` (default 0.02).
     """
     from mlnnkit.predict._forward import compute_dtype, predict_stream
 
     t0 = time.perf_counter()
     output_path = Path(output_path)
     source, names, out_kind, attrs = prepare(
-        model, input_path, output_path, inputs=inputs, outputs=outputs
+        model, input_path, output_path, inputs=inputs, outputs=outputs, flags=flags
     )
     masked = 0
+    counts = None
+    run_model = model
+    flag_cf = None
+    if flags:
+        from mlnnkit.retrieval import flag_attrs, flag_counts, flags_model
+
+        run_model = flags_model(model, limit_margin)  # one program: outputs and flags
+        flag_cf = flag_attrs()
+        counts = dict.fromkeys(flag_counts(np.zeros(0, np.uint8)), 0)
+    sibling = flags_sibling(out_kind, output_path) if flags else None
 
     try:
         if on_open is not None:
             on_open(source)
-        with _atomic.atomic_path(output_path) as tmp:
-            sink = open_sink(tmp, out_kind, source, names, attrs, compute_dtype(model))
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(_atomic.atomic_path(output_path))
+            tmp_flags = stack.enter_context(_atomic.atomic_path(sibling)) if sibling else None
+            sink = open_sink(tmp, out_kind, source, names, attrs, compute_dtype(model),
+                             flags=flag_cf, flags_path=tmp_flags)  # fmt: skip
             try:
 
-                def write(start, y):
+                def write(start, out):
                     nonlocal masked
-                    y = y.reshape(len(y), -1)
+                    f = None
+                    if flags:
+                        out, f = out
+                        for k, v in flag_counts(f).items():
+                            counts[k] += v
+                    y = out.reshape(len(out), -1)
                     masked += int(np.isnan(y[:, 0]).sum())  # masked rows are NaN throughout
-                    sink.write(start, y)
+                    sink.write(start, y, f) if flags else sink.write(start, y)
 
                 rows = predict_stream(
-                    model, source.blocks(block_rows), write,
+                    run_model, source.blocks(block_rows), write,
                     chunk_rows=chunk_rows, workers=workers, progress=progress,
                 )  # fmt: skip
             except BaseException:
@@ -184,7 +217,8 @@ def predict_file(
             sink.close()
     finally:
         source.close()
-    return FileResult(Path(input_path), output_path, rows, masked, time.perf_counter() - t0)
+    return FileResult(Path(input_path), output_path, rows, masked, time.perf_counter() - t0,
+                      flag_counts=counts)  # fmt: skip
 
 
 # ------------------------------------------------------------------------ many files
@@ -293,16 +327,20 @@ def predict_files(
     progress: Callable[[int], None] | None = None,
     on_open: Callable[[Source], None] | None = None,
     on_done: Callable[[FileResult], None] | None = None,
+    flags: bool = False,
+    limit_margin: float = 0.02,
 ) -> list[FileResult]:
     """:func:`predict_file` for every ``(input, output)`` job in turn; a file that fails
     is reported in its :class:`FileResult` (``error``) and the others still run.
-    ``on_done`` is called with each file's result as soon as it is finished."""
+    ``on_done`` is called with each file's result as soon as it is finished; ``flags``
+    and ``limit_margin`` as in :func:`predict_file`."""
     results = []
     for src, dst in jobs:
         try:
             r = predict_file(
                 model, src, dst, inputs=inputs, outputs=outputs, chunk_rows=chunk_rows,
                 block_rows=block_rows, workers=workers, progress=progress, on_open=on_open,
+                flags=flags, limit_margin=limit_margin,
             )  # fmt: skip
         except (UserError, OSError, ValueError, RuntimeError) as e:
             r = FileResult(Path(src), Path(dst), 0, 0, 0.0, error=error_text(e))

@@ -133,7 +133,8 @@ class Hdf5Source(_SceneSource):
 class Hdf5Sink(_SceneSink):
     """Copies the input file and adds one dataset per output beside the first input."""
 
-    def __init__(self, tmp: Path, source: Hdf5Source, names: list[str], attrs: dict, dtype=np.float32):
+    def __init__(self, tmp: Path, source: Hdf5Source, names: list[str], attrs: dict, dtype=np.float32,
+                 flags: dict | None = None):  # fmt: skip
         import h5py
 
         self.source = source
@@ -159,6 +160,16 @@ class Hdf5Sink(_SceneSink):
                         d.attrs[k] = v
                     d.attrs["long_name"] = name
                     self.targets.append(d)
+                if flags is not None:
+                    from mlnnkit.retrieval import FLAG_NAME
+
+                    d = parent.create_dataset(
+                        FLAG_NAME, shape=like.shape, dtype=np.uint8, chunks=like.chunks,
+                        compression=like.compression, compression_opts=like.compression_opts,
+                    )  # fmt: skip
+                    for k, v in {**attrs, **flags}.items():
+                        d.attrs[k] = v
+                    self.flag_target = d
             except BaseException:
                 f.close()
                 raise

@@ -58,9 +58,25 @@ def open_source(path, n_inputs: int, inputs=None, model_names=None) -> Source:
 
 
 def open_sink(
-    tmp: Path, out_kind: str, source: Source, names: list[str], attrs: dict, dtype=np.float32
+    tmp: Path, out_kind: str, source: Source, names: list[str], attrs: dict, dtype=np.float32,
+    *, flags: dict | None = None, flags_path: Path | None = None,
 ) -> Sink:
     """A writer of the ``names`` outputs (of ``dtype``) of ``source``'s rows into the
     temporary file ``tmp`` (:func:`~mlnnkit.predict.prepare` has checked that a scene's
-    output is of the input's own kind)."""
-    return FILE_KINDS[out_kind].SINK(tmp, source, names, attrs, dtype)
+    output is of the input's own kind); with ``flags`` (the flag variable's CF
+    attributes) it writes the ``quality_flags`` too (beside, in ``flags_path``, for a kind
+    with ``FLAGS_SIBLING``)."""
+    sink = FILE_KINDS[out_kind].SINK
+    if flags is None:
+        return sink(tmp, source, names, attrs, dtype)
+    if sink.FLAGS_SIBLING:
+        return sink(tmp, source, names, attrs, dtype, flags=flags, flags_path=flags_path)
+    return sink(tmp, source, names, attrs, dtype, flags=flags)
+
+
+def flags_sibling(out_kind: str, output_path: Path) -> Path | None:
+    """Where a kind that holds one array per file writes the flags (``OUT.flags.npy``)."""
+    if not FILE_KINDS[out_kind].SINK.FLAGS_SIBLING:
+        return None
+    p = Path(output_path)
+    return p.with_name(p.stem + ".flags" + p.suffix)

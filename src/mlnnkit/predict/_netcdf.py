@@ -113,7 +113,8 @@ class NetcdfSource(_SceneSource):
 class NetcdfSink(_SceneSink):
     """Copies the input file and adds one variable per output, dims of the first input."""
 
-    def __init__(self, tmp: Path, source: NetcdfSource, names: list[str], attrs: dict, dtype=np.float32):
+    def __init__(self, tmp: Path, source: NetcdfSource, names: list[str], attrs: dict, dtype=np.float32,
+                 flags: dict | None = None):  # fmt: skip
         import netCDF4
 
         self.source = source
@@ -138,6 +139,14 @@ class NetcdfSink(_SceneSink):
                     )
                     var.setncatts({**attrs, "long_name": name})
                     self.targets.append(var)
+                if flags is not None:
+                    from mlnnkit.retrieval import FLAG_NAME
+
+                    # CF flags: unsigned byte in NetCDF-4, (signed) byte in NetCDF-3
+                    kind = "u1" if nc.data_model.startswith("NETCDF4") and nc.data_model != "NETCDF4_CLASSIC" else "i1"
+                    var = grp.createVariable(FLAG_NAME, kind, like.dimensions, fill_value=False, **opts)
+                    var.setncatts({**attrs, **flags, "flag_masks": flags["flag_masks"].astype(kind)})
+                    self.flag_target = var
             except BaseException:
                 nc.close()
                 raise

@@ -52,27 +52,41 @@ class NpySource(Source):
         self.array = None
 
 
+def _npy_writer(path: Path, shape: tuple, dtype):
+    f = open(path, "wb")  # noqa: SIM115 - written block by block, closed by the sink
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+              "shape": shape}  # fmt: skip
+    np.lib.format.write_array_header_1_0(f, header)
+    return f
+
+
 class NpySink(Sink):
     """Writes the ``.npy`` header, then each block in order with plain file writes (about
-    10x faster than filling a memory map of a new file page by page)."""
+    10x faster than filling a memory map of a new file page by page). With flags, the
+    ``uint8`` flags go to a sibling file (``OUT.flags.npy``, shape ``(rows,)``)."""
 
-    def __init__(self, tmp: Path, source: Source, names: list[str], attrs: dict, dtype=np.float32):
+    FLAGS_SIBLING = True
+
+    def __init__(self, tmp: Path, source: Source, names: list[str], attrs: dict, dtype=np.float32,
+                 flags: dict | None = None, flags_path: Path | None = None):  # fmt: skip
         self.shape = (source.n_rows, len(names))
         self.dtype = np.dtype(dtype)
-        self.f = open(tmp, "wb")  # noqa: SIM115 - written block by block, closed in close()
-        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
-                  "shape": self.shape}  # fmt: skip
-        np.lib.format.write_array_header_1_0(self.f, header)
+        self.f = _npy_writer(tmp, self.shape, self.dtype)
+        self.ff = _npy_writer(flags_path, (source.n_rows,), np.uint8) if flags is not None else None
         self.next = 0
 
-    def write(self, start, y):
+    def write(self, start, y, flags=None):
         if start != self.next:
             raise RuntimeError(f"npy blocks out of order: row {start}, expected {self.next}")
         self.f.write(np.ascontiguousarray(y, dtype=self.dtype).data)
+        if self.ff is not None:
+            self.ff.write(np.ascontiguousarray(flags, dtype=np.uint8).data)
         self.next += len(y)
 
     def close(self):
         self.f.close()
+        if self.ff is not None:
+            self.ff.close()
         if self.next != self.shape[0]:
             raise RuntimeError(f"wrote {self.next} rows of {self.shape[0]}")
 

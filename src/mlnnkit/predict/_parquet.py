@@ -72,20 +72,30 @@ class ParquetSource(Source):
 
 
 class ParquetSink(Sink):
-    def __init__(self, tmp: Path, source: Source, names: list[str], attrs: dict, dtype=np.float32):
+    def __init__(self, tmp: Path, source: Source, names: list[str], attrs: dict, dtype=np.float32,
+                 flags: dict | None = None):  # fmt: skip
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        from mlnnkit.retrieval import FLAG_NAME
+
         self.names = names
-        self.schema = pa.schema([(n, pa.from_numpy_dtype(np.dtype(dtype))) for n in names])
+        fields = [pa.field(n, pa.from_numpy_dtype(np.dtype(dtype))) for n in names]
+        self.flags = flags is not None
+        if self.flags:
+            meta = {"flag_masks": " ".join(map(str, flags["flag_masks"].tolist())),
+                    "flag_meanings": flags["flag_meanings"]}  # fmt: skip
+            fields.append(pa.field(FLAG_NAME, pa.uint8(), metadata=meta))
+        self.schema = pa.schema(fields)
         self.w = pq.ParquetWriter(tmp, self.schema)
 
-    def write(self, start, y):
+    def write(self, start, y, flags=None):
         import pyarrow as pa
 
-        self.w.write_table(
-            pa.Table.from_arrays([pa.array(y[:, j]) for j in range(y.shape[1])], schema=self.schema)
-        )
+        cols = [pa.array(y[:, j]) for j in range(y.shape[1])]
+        if self.flags:
+            cols.append(pa.array(np.asarray(flags, np.uint8)))
+        self.w.write_table(pa.Table.from_arrays(cols, schema=self.schema))
 
     def close(self):
         self.w.close()

@@ -73,16 +73,36 @@ _PHYSICAL = (
 _LAZY.update({name: "_physical" for name in _PHYSICAL})
 
 __all__ = [
+    "DEFAULT_LIMIT_MARGIN",
+    "DEFAULT_SCOPE_THRESHOLDS",
+    "FLAG_BITS",
+    "FLAG_NAME",
     "OCSMART_FAMILIES",
+    "SCOPE_METRICS",
     "Family",
     "Recipe",
+    "apply_columns",
+    "chain",
+    "chain_info",
+    "describe_chain",
+    "flag_attrs",
+    "flag_counts",
+    "flags_model",
+    "format_flag_counts",
+    "inputs_to_network",
+    "is_chain",
+    "is_physical",
     "known_families",
+    "network_model",
     "ocsmart_family",
     "parse_names",
     "parse_transforms",
     "physical_ranges",
+    "refuse_chain",
     "resolve",
-    *sorted(_LAZY),
+    "targets_to_network",
+    "transform_layers",
+    "untransformable_rows",
 ]
 
 

@@ -192,7 +192,9 @@ def chain(
     if not models:
         raise UserError("a chain needs at least one step (models is empty)")
     if scope_metric not in SCOPE_METRICS:
-        raise UserError(f"scope_metric must be one of {', '.join(SCOPE_METRICS)}, not {scope_metric!r}")
+        raise UserError(
+            f"scope_metric must be one of {', '.join(SCOPE_METRICS)}, not {scope_metric!r}"
+        )
     if scope is None and (scope_variables is not None or scope_threshold is not None):
         raise UserError("scope_variables and scope_threshold need a scope network (pass scope)")
     if scope_threshold is None:
@@ -250,7 +252,11 @@ def chain(
                 raise UserError(f"{e['where']}: output name {SCOPE_OUTPUT!r} is the chain's own")
             produced[n] = (k, j)
 
-    dtype = "float64" if any("float64" in str(e["model"].inputs[0].dtype) for e in entries) else "float32"
+    dtype = (
+        "float64"
+        if any("float64" in str(e["model"].inputs[0].dtype) for e in entries)
+        else "float32"
+    )
     x = keras.Input((len(chain_inputs),), dtype=dtype, name="inputs")
     step_out: dict[int, Any] = {}
     outputs, out_names, checks, records = [], [], [x], []
@@ -267,9 +273,9 @@ def chain(
             cols.append([idx, s[-1]])
         step_dtype = str(e["model"].inputs[0].dtype)
         step_dtype = "float64" if "float64" in step_dtype else "float32"
-        picked = PickColumns(cols, names=e["inputs"], dtype=step_dtype, name=f"{e['name']}__inputs")(
-            srcs if len(srcs) > 1 else srcs[0]
-        )
+        picked = PickColumns(
+            cols, names=e["inputs"], dtype=step_dtype, name=f"{e['name']}__inputs"
+        )(srcs if len(srcs) > 1 else srcs[0])
         y, net_in = _inline(e["model"], e["layers"], picked, e["name"])
         if net_in is not None:
             checks.append(net_in)

@@ -136,7 +136,8 @@ def flags_model(model, limit_margin: float = DEFAULT_LIMIT_MARGIN):
 
 def flag_attrs() -> dict[str, Any]:
     """The CF attributes of the flag variable (``flag_masks``, ``flag_meanings``,
-    ``long_name``, ``valid_range``), so xarray, Panoply and SNAP decode its bits.
+    ``long_name``, ``comment``), so xarray, Panoply and SNAP decode its bits. No
+    ``_FillValue``: every pixel has flags, and xarray keeps the variable as integers.
 
     Example:
         >>> flag_attrs()["flag_meanings"].split()[0]
@@ -146,7 +147,6 @@ def flag_attrs() -> dict[str, Any]:
         "long_name": "mlnnkit quality flags (bits OR-ed over every network of the model)",
         "flag_masks": np.array([m for _, m, _ in FLAG_BITS], dtype=np.uint8),
         "flag_meanings": " ".join(n for n, _, _ in FLAG_BITS),
-        "valid_range": np.array([0, sum(m for _, m, _ in FLAG_BITS)], dtype=np.uint8),
         "comment": "; ".join(f"{m}: {d}" for _, m, d in FLAG_BITS),
     }
 
@@ -173,5 +173,7 @@ def format_flag_counts(counts: dict[str, int], rows: int) -> list[str]:
     out = []
     for name, n in counts.items():
         share = 100.0 * n / rows if rows else 0.0
-        out.append(f"{name:<{width}} {n:>{max(1, len(f'{rows:,}'))},} of {rows:,} rows ({share:.2f}%)")
+        out.append(
+            f"{name:<{width}} {n:>{max(1, len(f'{rows:,}'))},} of {rows:,} rows ({share:.2f}%)"
+        )
     return out

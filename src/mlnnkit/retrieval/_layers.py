@@ -35,7 +35,11 @@ __all__ = ["FLAG_BITS", "ChainOutputs", "PickColumns", "QualityFlags", "ScopeErr
 
 #: The flag bits, in order: (name, mask, what it means).
 FLAG_BITS: tuple[tuple[str, int, str], ...] = (
-    ("input_out_of_range", 1, "a network input, in the network's own variables, outside its [min, max]"),
+    (
+        "input_out_of_range",
+        1,
+        "a network input, in the network's own variables, outside its [min, max]",
+    ),
     ("output_out_of_range", 2, "a network output, in its own variables, outside its [min, max]"),
     ("output_at_limit", 4, "a network output within the limit margin of its min or max"),
     ("out_of_scope", 8, "the scope (autoassociative) test failed: scope_error above the threshold"),
@@ -145,7 +149,9 @@ class ScopeError(_NoWeights):
         self.x_columns = [int(c) for c in x_columns]
         self.y_columns = [int(c) for c in y_columns]
         if len(self.x_columns) != len(self.y_columns) or not self.x_columns:
-            raise ValueError("x_columns and y_columns must name the same, non-zero number of columns")
+            raise ValueError(
+                "x_columns and y_columns must name the same, non-zero number of columns"
+            )
         self.threshold = float(threshold)
         self.scope_variables = [str(v) for v in variables] if variables is not None else None
 
@@ -291,9 +297,7 @@ class QualityFlags(_NoWeights):
         )
         m = self.limit_margin
         at_limit = any_of(
-            ops.logical_or(
-                t > self._const(np.asarray(b) - m), t < self._const(np.asarray(a) + m)
-            )
+            ops.logical_or(t > self._const(np.asarray(b) - m), t < self._const(np.asarray(a) + m))
             for t, (a, b) in zip(outs, self.output_ranges)
         )
         oos = any_of(s[:, 0] > self._const(th) for s, th in zip(scopes, self.thresholds))
