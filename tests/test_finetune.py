@@ -149,8 +149,10 @@ def test_cli_report_contents_and_saved_model(original, tmp_path, cli):
     )
     assert code == 0, err
     rep = json.loads((out / "report.json").read_text())
+    ratio = {"mult_bias", "mult_error", "mape", "mdsa", "sspb", "n_ratio", "n_nonpositive"}
+    positive = rep.get("ocean_colour_metrics", {}).get("outputs")  # all-positive targets
     for key in ("original", "finetuned", "scratch"):
-        assert set(rep[key]) == {"rmse", "mae", "bias", "r2"}
+        assert set(rep[key]) == {"rmse", "mae", "bias", "r2"} | (ratio if positive else set())
     assert set(rep["per_output"]) == {"y[0]", "y[1]"}
     assert set(rep["per_output"]["y[1]"]) == {"original", "finetuned", "scratch"}
     assert (rep["n_train"], rep["n_val"], rep["n_test"]) == (160, 40, 50)
