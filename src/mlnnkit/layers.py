@@ -90,6 +90,18 @@ def _floats(values: Sequence[float] | np.ndarray | None, what: str) -> list[floa
     return out
 
 
+def _warn_if_float64_off(layer: keras.layers.Layer) -> None:
+    """A float64 layer while JAX's 64-bit mode is off computes in float32: say so. (No
+    switching here: a constructor has no business with process state.)"""
+    if is_float64(layer.dtype_policy) and not float64_enabled():
+        warnings.warn(
+            f"{type(layer).__name__} {layer.name!r} is float64 but JAX's 64-bit mode is off, "
+            "so it computes in float32: call mlnnkit.float64() first (mlnnkit.models."
+            "load_model does it for a float64 model, with a note)",
+            stacklevel=3,
+        )
+
+
 class _MinMax(keras.layers.Layer):
     """Shared state of the two scaling layers (ranges, interval, names, provenance)."""
 
@@ -103,14 +115,7 @@ class _MinMax(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if is_float64(self.dtype_policy) and not float64_enabled():
-            # no switching here (a constructor has no business with process state): say it
-            warnings.warn(
-                f"{type(self).__name__} {self.name!r} is float64 but JAX's 64-bit mode is off, "
-                "so it computes in float32: call mlnnkit.float64() first (mlnnkit.models."
-                "load_model does it for a float64 model, with a note)",
-                stacklevel=2,
-            )
+        _warn_if_float64_off(self)
         self.minimum = _floats(minimum, "minimum")
         self.maximum = _floats(maximum, "maximum")
         if (self.minimum is None) != (self.maximum is None):
@@ -313,8 +318,7 @@ class _Transform(keras.layers.Layer):
     ) -> None:
         kwargs["trainable"] = False
         super().__init__(**kwargs)
-        if is_float64(self.dtype_policy):
-            enable_float64()
+        _warn_if_float64_off(self)
         if isinstance(transforms, str):
             raise ValueError(
                 f"`transforms` must be one name per variable (a list), got the string {transforms!r}"

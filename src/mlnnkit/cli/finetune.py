@@ -108,39 +108,32 @@ def finetune(
     from mlnnkit.errors import UserError
 
     try:
-        res = _run(ft, model, data, out, inputs, targets, drop_nonfinite, test_fraction,
-                   val_fraction, freeze, freeze_until, lr, epochs, batch_size, patience, l2sp,
-                   seed, compare_scratch, scratch_lr, verbose)  # fmt: skip
+        res = ft.run(
+            model,
+            data,
+            out,
+            inputs=inputs,
+            targets=targets,
+            drop_nonfinite=drop_nonfinite,
+            physical=physical,
+            test_fraction=test_fraction,
+            val_fraction=val_fraction,
+            freeze=freeze,
+            freeze_until=freeze_until,
+            lr=lr,
+            epochs=epochs,
+            batch_size=batch_size,
+            patience=patience,
+            l2sp=l2sp,
+            seed=seed,
+            compare_scratch=compare_scratch,
+            scratch_lr=scratch_lr,
+            verbose="auto" if verbose else 0,
+        )
     except UserError as e:
         raise UserError(options_for_parameters(str(e))) from None
     _print_report(res, out)
 
-
-def _run(ft, model, data, out, inputs, targets, drop_nonfinite, test_fraction, val_fraction,
-         freeze, freeze_until, lr, epochs, batch_size, patience, l2sp, seed, compare_scratch,
-         scratch_lr, verbose):  # fmt: skip
-    return ft.run(
-        model,
-        data,
-        out,
-        inputs=inputs,
-        targets=targets,
-        drop_nonfinite=drop_nonfinite,
-        physical=physical,
-        test_fraction=test_fraction,
-        val_fraction=val_fraction,
-        freeze=freeze,
-        freeze_until=freeze_until,
-        lr=lr,
-        epochs=epochs,
-        batch_size=batch_size,
-        patience=patience,
-        l2sp=l2sp,
-        seed=seed,
-        compare_scratch=compare_scratch,
-        scratch_lr=scratch_lr,
-        verbose="auto" if verbose else 0,
-    )
 
 
 def _print_report(res, out) -> None:
