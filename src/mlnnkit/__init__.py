@@ -41,13 +41,38 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 
 from mlnnkit import _keras_hook
 from mlnnkit._version import __version__
-from mlnnkit.errors import MlnnkitError, UserError
+from mlnnkit.errors import Interrupted, MlnnkitError, UserError, VerificationError
 
 # Keras finds mlnnkit's layers (saved in .keras files of imported networks) once it is
 # imported, without `import mlnnkit` importing Keras itself.
 _keras_hook.install()
 
-__all__ = ["MlnnkitError", "UserError", "__version__", "float64", "io_names"]
+#: The public names, imported on first use (``import mlnnkit`` stays cheap, and so does
+#: ``mlnnkit --help``): name -> (module, attribute, or None for the module itself).
+_LAZY = {
+    "chain": ("mlnnkit.retrieval", "chain"),
+    "errors": ("mlnnkit.errors", None),
+    "export": ("mlnnkit.export", None),
+    "finetune": ("mlnnkit.finetune", None),
+    "io_names": ("mlnnkit.models", "io_names"),
+    "layers": ("mlnnkit.layers", None),
+    "legacy": ("mlnnkit.legacy", None),
+    "load_model": ("mlnnkit.models", "load_model"),
+    "predict_array": ("mlnnkit.predict", "predict_array"),
+    "retrieval": ("mlnnkit.retrieval", None),
+    "train": ("mlnnkit.train", None),
+    "tune": ("mlnnkit.tune", None),
+}
+
+__all__ = [
+    "Interrupted",
+    "MlnnkitError",
+    "UserError",
+    "VerificationError",
+    "__version__",
+    "float64",
+    *sorted(_LAZY),
+]
 
 
 def float64() -> None:
@@ -69,25 +94,15 @@ def float64() -> None:
 
 
 def __getattr__(name: str):
-    # Lazy re-exports keep `import mlnnkit` (and so `mlnnkit --help`) cheap.
-    if name == "layers":
+    if name in _LAZY:
         import importlib
 
-        return importlib.import_module("mlnnkit.layers")
-    if name == "legacy":
-        import importlib
-
-        return importlib.import_module("mlnnkit.legacy")
-    if name == "io_names":
-        from mlnnkit.models import io_names
-
-        return io_names
-    if name == "predict_array":
-        from mlnnkit.predict import predict_array
-
-        return predict_array
-    if name == "io_names":
-        from mlnnkit.models import io_names
-
-        return io_names
+        module, attr = _LAZY[name]
+        value = importlib.import_module(module)
+        return value if attr is None else getattr(value, attr)
     raise AttributeError(f"module 'mlnnkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # What a user may import (and the module's own dunders), not the helpers above.
+    return sorted(set(__all__) | {n for n in globals() if n.startswith("__")})

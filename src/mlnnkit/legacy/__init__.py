@@ -166,7 +166,12 @@ def read(
 
 
 def write(spec: NetworkSpec, path: str | Path, format: str, **options: Any) -> Path:
-    """Write ``spec`` in ``format`` atomically (no check against a model; see :func:`save`)."""
+    """Write ``spec`` in ``format`` atomically (no check against a model; see :func:`save`).
+
+    Example:
+        >>> write(read("net.h5"), "copy.h5", "ocsmart").name
+        'copy.h5'
+    """
     module = _format_module(format)
     module.check_writable(spec)
     with _atomic.atomic_path(path) as tmp:
@@ -336,6 +341,13 @@ def physical_recipe(
 
     None when ``physical`` is False and none of the four transform/name arguments is
     given; ``options`` says how errors name them (default: these parameter names).
+
+    Example:
+        >>> recipe = physical_recipe(read("net.h5"), "net.h5", transforms="log10:1-7")
+        >>> recipe.input_transforms[:2]
+        ['log10', 'log10']
+        >>> physical_recipe(read("net.h5"), "net.h5") is None   # not asked for: the bare network
+        True
     """
     given = (transforms, output_transforms, names, output_names)
     if not physical and all(v is None for v in given):
@@ -381,6 +393,11 @@ def save(
     Raises:
         UserError: the model cannot be expressed in the format (the message says why).
         VerificationError: the written file does not compute what the model computes.
+
+    Example:
+        >>> model = load("net.h5")
+        >>> save(model, "tuned.h5", "ocsmart").passed      # written, read back, verified
+        True
     """
     from mlnnkit.legacy._keras import from_keras, source_format
 

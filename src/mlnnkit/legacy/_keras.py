@@ -317,7 +317,12 @@ def input_ranges(model: keras.Model) -> tuple[np.ndarray, np.ndarray, list[str]]
 
 def source_format(model: keras.Model) -> str | None:
     """The legacy format a model was imported from (``"ocsmart"``, ``"ffbp"``,
-    ``"rawh5"``), or None for models that were not imported."""
+    ``"rawh5"``), or None for models that were not imported.
+
+    Example:
+        >>> source_format(mlnnkit.legacy.load("net.h5"))
+        'ocsmart'
+    """
     for layer in _layers(model):
         if isinstance(layer, (InputScaling, OutputScaling)) and layer.source_format:
             return layer.source_format

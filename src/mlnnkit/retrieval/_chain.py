@@ -368,7 +368,13 @@ def refuse_chain(model, where: str = "the model") -> None:
 
 
 def describe_chain(model) -> str:
-    """A few lines for ``mlnnkit inspect``: the chain's inputs, steps and outputs."""
+    """A few lines for ``mlnnkit inspect``: the chain's inputs, steps and outputs.
+
+    Example:
+        >>> m = mlnnkit.legacy.load("net.h5", transforms="log10:1-7", output_transforms="pow10")
+        >>> print(describe_chain(mlnnkit.retrieval.chain([m])).splitlines()[0])
+        chain:       chain (1 steps)
+    """
     info = chain_info(model)
     if info is None:
         raise UserError("not a chain")

@@ -27,7 +27,13 @@ def _layers(model: keras.Model) -> list:
 
 def transform_layers(model: keras.Model) -> tuple[InputTransform | None, OutputTransform | None]:
     """``(InputTransform | None, OutputTransform | None)``: a model's first and last
-    transform layers (both None for a bare network or any other model)."""
+    transform layers (both None for a bare network or any other model).
+
+    Example:
+        >>> m = mlnnkit.legacy.load("net.h5", transforms="log10:1-7", output_transforms="pow10")
+        >>> [type(layer).__name__ for layer in transform_layers(m)]
+        ['InputTransform', 'OutputTransform']
+    """
     layers = _layers(model)
     first = next((l for l in layers if isinstance(l, InputTransform)), None)
     last = next((l for l in reversed(layers) if isinstance(l, OutputTransform)), None)
@@ -35,7 +41,13 @@ def transform_layers(model: keras.Model) -> tuple[InputTransform | None, OutputT
 
 
 def is_physical(model: keras.Model) -> bool:
-    """True when ``model`` has transform layers (it takes or gives physical values)."""
+    """True when ``model`` has transform layers (it takes or gives physical values).
+
+    Example:
+        >>> m = mlnnkit.legacy.load("net.h5", transforms="log10:1-7", output_transforms="pow10")
+        >>> is_physical(m), is_physical(mlnnkit.legacy.load("net.h5"))
+        (True, False)
+    """
     return any(layer is not None for layer in transform_layers(model))
 
 
@@ -55,7 +67,13 @@ def apply_columns(transforms, x, *, inverse: bool = False) -> np.ndarray:
 
 
 def inputs_to_network(model: keras.Model, x) -> np.ndarray:
-    """Physical inputs -> the network's input variables (what enters InputScaling)."""
+    """Physical inputs -> the network's input variables (what enters InputScaling).
+
+    Example:
+        >>> m = mlnnkit.legacy.load("net.h5", transforms="log10:1-7", output_transforms="pow10")
+        >>> inputs_to_network(m, np.array([[10.0, 100, 1, 1, 1, 1, 1]]))[0, :2]
+        array([1., 2.])
+    """
     t_in, _ = transform_layers(model)
     x = np.asarray(x, dtype=np.float64)
     return x if t_in is None else apply_columns(t_in.transforms, x)
@@ -64,7 +82,13 @@ def inputs_to_network(model: keras.Model, x) -> np.ndarray:
 def targets_to_network(model: keras.Model, y) -> np.ndarray:
     """Physical outputs (targets) -> the network's output variables (what leaves
     OutputScaling): ``log10`` for a ``pow10`` output, ``ln`` for ``exp``; NaN for a
-    non-positive value under a logarithm."""
+    non-positive value under a logarithm.
+
+    Example:
+        >>> m = mlnnkit.legacy.load("net.h5", transforms="log10:1-7", output_transforms="pow10")
+        >>> targets_to_network(m, np.array([[1000.0]]))
+        array([[3.]])
+    """
     _, t_out = transform_layers(model)
     y = np.asarray(y, dtype=np.float64)
     return y if t_out is None else apply_columns(t_out.transforms, y, inverse=True)
@@ -73,7 +97,13 @@ def targets_to_network(model: keras.Model, y) -> np.ndarray:
 def network_model(model: keras.Model) -> keras.Model:
     """The model without its ``OutputTransform``: physical inputs in, the network's own
     output variables out (it shares every layer, so training it trains ``model``). A
-    model without an output transform is returned as it is."""
+    model without an output transform is returned as it is.
+
+    Example:
+        >>> m = mlnnkit.legacy.load("net.h5", transforms="log10:1-7", output_transforms="pow10")
+        >>> network_model(m).layers[-1].name
+        'output_scaling'
+    """
     _, t_out = transform_layers(model)
     if t_out is None:
         return model
@@ -82,7 +112,13 @@ def network_model(model: keras.Model) -> keras.Model:
 
 def untransformable_rows(model: keras.Model, x, y=None) -> np.ndarray:
     """Rows of physical inputs (and targets) that a transform of ``model`` cannot take:
-    a non-positive value under a logarithm (or NaN/Inf). Boolean, one per row."""
+    a non-positive value under a logarithm (or NaN/Inf). Boolean, one per row.
+
+    Example:
+        >>> m = mlnnkit.legacy.load("net.h5", transforms="log10:1-7", output_transforms="pow10")
+        >>> untransformable_rows(m, np.array([[1.0] * 7, [0.0] + [1.0] * 6]))
+        array([False,  True])
+    """
     bad = ~np.isfinite(inputs_to_network(model, x)).all(axis=1)
     if y is not None:
         bad |= ~np.isfinite(targets_to_network(model, y)).all(axis=1)

@@ -109,7 +109,12 @@ C2RCC = "C2RCC"
 
 
 def known_families() -> str:
-    """The recognised families, for messages: ``S_Lrc_aaNN, ..., C2RCC ffbp (log_X)``."""
+    """The recognised families, for messages: ``S_Lrc_aaNN, ..., C2RCC ffbp (log_X)``.
+
+    Example:
+        >>> known_families().split(", ")[:2]
+        ['S_Lrc_aaNN', 'S_Lrc_aodNN']
+    """
     return ", ".join(f"S_{f.suffix}" for f in OCSMART_FAMILIES.values()) + (
         " (OC-SMART, S = any sensor prefix), C2RCC ffbp .net (log_X names)"
     )
