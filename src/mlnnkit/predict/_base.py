@@ -62,10 +62,13 @@ def _choose(available: list[str], spec, n: int, model_names, *, path, what: str)
         missing = [m for m in model_names if m not in available]
         if not missing:
             return list(model_names)
-        if len(available) != n:
+        if len(available) != n or len(missing) < n:
+            # Some of the model's names are there and some not: taking the columns by
+            # position would silently feed the wrong variables.
             raise UserError(
-                f"{path}: the model's input {what}s {', '.join(missing[:5])} are not in the "
-                f"file (it has: {shown}); pass --inputs with the {n} names in the model's order"
+                f"{path}: the model's input {what}s {', '.join(missing[:5])}"
+                f"{' ...' if len(missing) > 5 else ''} are not in the file (it has: {shown}); "
+                f"pass --inputs with the {n} names in the model's order"
             )
     if len(available) == n:
         return list(available)
