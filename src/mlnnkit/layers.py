@@ -1,3 +1,4 @@
+# Over 400 lines: the package's registered Keras layers; saved .keras configs name this module.
 """mlnnkit's own serializable Keras layers: the scaling ends of imported legacy networks.
 
 An imported network is ``InputScaling -> Dense ... -> OutputScaling``; a physical import

@@ -1,3 +1,4 @@
+# Over 400 lines: the package's one fit path and the run directory `mlnnkit train` writes with it.
 """Fit, evaluate, and write a run directory.
 
 :func:`fit` is the one fit path of the package: ``mlnnkit train``, ``finetune`` and

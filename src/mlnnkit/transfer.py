@@ -1,4 +1,4 @@
-# Over 400 lines: datasets, base networks, the two-stage fit and the report of one command; split pending (#13).
+# Over 400 lines: one command's steps (images, base, two-stage fit, report); run() alone is ~200.
 """Image transfer learning: reuse a pretrained network's features for a new task.
 
 ``mlnnkit transfer --base NAME_OR_MODEL --data IMAGE_DIR -o OUTDIR`` is :func:`run`:

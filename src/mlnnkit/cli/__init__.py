@@ -23,6 +23,7 @@ import traceback
 # isort: off
 from mlnnkit.cli import train as _train  # noqa: F401
 from mlnnkit.cli import legacy as _legacy  # noqa: F401
+from mlnnkit.cli import export as _export  # noqa: F401
 from mlnnkit.cli import predict as _predict  # noqa: F401
 from mlnnkit.cli import chain as _chain  # noqa: F401
 from mlnnkit.cli import finetune as _finetune  # noqa: F401

@@ -1,4 +1,4 @@
-"""The ONNX branch of ``mlnnkit export`` (called from :mod:`mlnnkit.cli.legacy`)."""
+"""The ONNX branch of ``mlnnkit export`` (called from :mod:`mlnnkit.cli.export`)."""
 
 from __future__ import annotations
 

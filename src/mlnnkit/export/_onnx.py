@@ -14,6 +14,9 @@ place it is loaded in onnxruntime and run on inputs spread over the model's inpu
 (edges included) against the Keras model and, for a network that a legacy file
 describes, against the float64 NumPy reference of that file's math
 (:mod:`mlnnkit.legacy.reference`). If anything fails, nothing is left behind.
+
+This module: the extra, the exporters, :func:`to_onnx`; loading and reading the model
+is :mod:`mlnnkit.export._onnx_model`, the checks :mod:`mlnnkit.export._onnx_check`.
 """
 
 from __future__ import annotations
@@ -22,15 +25,24 @@ import importlib
 import json
 import tempfile
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mlnnkit import _atomic
-from mlnnkit.errors import UserError, VerificationError
-from mlnnkit.legacy._verify import VerifyResult
+from mlnnkit.errors import UserError
+from mlnnkit.export._onnx_check import OnnxCheck, OnnxExport, OnnxVerificationError, _check
+from mlnnkit.export._onnx_model import (
+    INPUT_NAME,
+    _export_model,
+    _Interface,
+    _interface,
+    _is_float64,
+    _load,
+    _metadata,
+    _reference_of,
+)
 
 if TYPE_CHECKING:
     import keras
@@ -41,25 +53,10 @@ if TYPE_CHECKING:
 ONNX_EXTRA_HINT = 'pip install "mlnnkit[onnx]"'
 _MODULES = ("onnx", "onnxruntime", "jax2onnx")
 
-#: Name of the one input of every exported file, and of the output of one-output models.
-INPUT_NAME = "inputs"
-OUTPUT_NAME = "outputs"
-
 DEFAULT_SAMPLES = 10_000
 #: Default tolerance (fraction of each output's range) per dtype of the file.
 DEFAULT_TOLERANCE = {"float32": 1e-5, "float64": 1e-12}
 
-
-
-def _columns(transforms, x, *, inverse: bool = False) -> np.ndarray:
-    """One transform of the physical-units vocabulary per column (float64, NaN where a
-    transform cannot take a value): :func:`mlnnkit.layers.transform_numpy`."""
-    from mlnnkit.layers import transform_numpy
-
-    x = np.asarray(x, np.float64).reshape(len(x), -1)
-    return np.stack(
-        [transform_numpy(t, x[:, j], inverse=inverse) for j, t in enumerate(transforms)], axis=1
-    )
 
 
 # ---------------------------------------------------------------------------- the extra
@@ -93,297 +90,6 @@ def require_onnx() -> None:
                 f"ONNX export needs {name}, which is not installed: {ONNX_EXTRA_HINT} "
                 "(jax2onnx, onnx, onnxruntime)"
             ) from None
-
-
-# ------------------------------------------------------------------------------ results
-
-
-@dataclass
-class OnnxCheck(VerifyResult):
-    """Per-output agreement of the written ``.onnx`` file (run by onnxruntime) with
-    ``against`` (the Keras model, or the float64 reference of the legacy file); the
-    fields, :meth:`table` and :meth:`summary` are those of ``mlnnkit verify``."""
-
-    against: str = "the Keras model"
-
-    def describe(self) -> str:
-        if self.names == ["quality_flags"]:
-            return (
-                f"{self.samples:,} samples uniform over the input ranges widened by 10% (no "
-                f"exact edges): onnxruntime on the {self.dtype} file vs {self.against}; the "
-                "error is the fraction of rows whose flags differ"
-            )
-        return (
-            f"{self.samples:,} samples over the input ranges (edges included): onnxruntime "
-            f"on the {self.dtype} file vs {self.against}; error relative to each output's "
-            f"range ({self.span_from})"
-        )
-
-
-@dataclass
-class OnnxExport:
-    """What :func:`to_onnx` wrote and measured.
-
-    Attributes:
-        path: the ``.onnx`` file.
-        dtype: ``"float32"`` or ``"float64"`` (the file's tensor type).
-        exporter: how the graph was made (Keras's exporter or jax2onnx in double precision).
-        input_name, input_shape: the input (``"inputs"``, ``("batch", n)``).
-        output_names: the file's output names.
-        metadata: the ``metadata_props`` written (JSON strings).
-        checks: the onnxruntime comparisons (model, then reference when there is one).
-    """
-
-    path: Path
-    dtype: str
-    exporter: str
-    input_name: str
-    input_shape: tuple
-    output_names: list[str]
-    metadata: dict[str, str]
-    checks: list[OnnxCheck] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
-
-    def summary(self) -> str:
-        shape = " x ".join(str(d) for d in self.input_shape)
-        outs = ", ".join(self.output_names)
-        return (
-            f"{self.dtype}, input {self.input_name!r} ({shape}), output(s) {outs}; "
-            f"{self.exporter}"
-        )
-
-
-class OnnxVerificationError(VerificationError):
-    """The written ONNX file does not compute what the model computes (no file is left);
-    ``checks`` holds the measured comparisons."""
-
-    def __init__(self, message: str, checks: list[OnnxCheck]):
-        super().__init__(message)
-        self.checks = checks
-
-
-# ------------------------------------------------------------------- reading the model
-
-
-def _walk(layer):
-    for sub in getattr(layer, "layers", []) or []:
-        yield sub
-        yield from _walk(sub)
-
-
-def _layers_of(model, kind: str) -> list:
-    return [l for l in _walk(model) if type(l).__name__ == kind]
-
-
-def _io_names(model) -> tuple[list[str] | None, list[str] | None]:
-    from mlnnkit.models import io_names  # physical names, chains (#11, #12)
-
-    return io_names(model)
-
-
-def _is_float64(model) -> bool:
-    dt = str(getattr(model.inputs[0], "dtype", ""))
-    return "float64" in dt or any("float64" in str(w.dtype) for w in model.weights)
-
-
-@dataclass
-class _Interface:
-    """What goes in and comes out, read from the model's layers."""
-
-    sample_shape: tuple
-    n_in: int | None
-    in_names: list[str] | None
-    in_min: np.ndarray | None  # network-space ranges (what the legacy file holds)
-    in_max: np.ndarray | None
-    in_transforms: list[str] | None
-    in_network_names: list[str] | None
-    out_names: list[str] | None
-    out_min: np.ndarray | None
-    out_max: np.ndarray | None
-    out_transforms: list[str] | None
-    out_network_names: list[str] | None
-    source_format: str | None
-    phys_min: np.ndarray | None = None  # physical input ranges (chains)
-    phys_max: np.ndarray | None = None
-    chain: dict | None = None
-
-
-def _interface(model) -> _Interface:
-    if len(model.inputs) != 1:
-        raise UserError(
-            f"model {model.name!r} has {len(model.inputs)} inputs; ONNX export writes one "
-            f"input {INPUT_NAME!r} (rows x variables): join them into one array first"
-        )
-    shape = tuple(model.inputs[0].shape[1:])
-    if any(d is None for d in shape):
-        raise UserError(
-            f"model {model.name!r} takes samples of shape {shape} with an unknown size; "
-            "ONNX export needs a fixed sample shape (only the row count may vary)"
-        )
-    in_names, out_names = _io_names(model)
-    from mlnnkit.retrieval import chain_info
-
-    info = chain_info(model)
-    if info is not None:
-        return _chain_interface(model, info, shape, in_names, out_names)
-    scal_in = next(iter(_layers_of(model, "InputScaling")), None)
-    scal_out = (_layers_of(model, "OutputScaling") or [None])[-1]
-    tr_in = next(iter(_layers_of(model, "InputTransform")), None)
-    tr_out = (_layers_of(model, "OutputTransform") or [None])[-1]
-
-    def rng(layer):
-        if layer is None or getattr(layer, "minimum", None) is None:
-            return None, None
-        return np.asarray(layer.minimum, np.float64), np.asarray(layer.maximum, np.float64)
-
-    def transforms(layer):
-        if layer is None:
-            return None
-        return [str(t) for t in layer.transforms]
-
-    def network_names(layer, scaling):
-        names = getattr(layer, "network_names", None) if layer is not None else None
-        return list(names) if names else (list(scaling.names) if scaling and scaling.names else None)
-
-    in_min, in_max = rng(scal_in)
-    out_min, out_max = rng(scal_out)
-    src = next((l.source_format for l in (scal_in, scal_out) if l is not None and l.source_format), None)
-    return _Interface(
-        sample_shape=shape,
-        n_in=shape[0] if len(shape) == 1 else None,
-        in_names=in_names,
-        in_min=in_min,
-        in_max=in_max,
-        in_transforms=transforms(tr_in),
-        in_network_names=network_names(tr_in, scal_in) if tr_in is not None else None,
-        out_names=out_names,
-        out_min=out_min,
-        out_max=out_max,
-        out_transforms=transforms(tr_out),
-        out_network_names=network_names(tr_out, scal_out) if tr_out is not None else None,
-        source_format=src,
-    )
-
-
-def _chain_interface(model, info, shape, in_names, out_names) -> _Interface:
-    """A chain's inputs are physical variables, each the input of some step: its range is
-    that step's network range mapped back through the step's input transform."""
-    lo = np.full(shape[0], -1.0)
-    hi = np.full(shape[0], 1.0)
-    found = np.zeros(shape[0], bool)
-    by_name = {l.name: l for l in model.layers}
-    for step in info["steps"]:
-        pre = f"{step['name']}__"
-        scal = next((l for n, l in by_name.items() if n.startswith(pre)
-                     and type(l).__name__ == "InputScaling"), None)  # fmt: skip
-        if scal is None or scal.minimum is None:
-            continue
-        tr = next((l for n, l in by_name.items() if n.startswith(pre)
-                   and type(l).__name__ == "InputTransform"), None)  # fmt: skip
-        a, b = np.asarray(scal.minimum), np.asarray(scal.maximum)
-        if tr is not None:
-            a, b = _columns(tr.transforms, a[None], inverse=True)[0], _columns(
-                tr.transforms, b[None], inverse=True)[0]  # fmt: skip
-            a, b = np.minimum(a, b), np.maximum(a, b)
-        for j, n in enumerate(step["inputs"]):
-            if n in info["input_names"]:
-                k = info["input_names"].index(n)
-                if not found[k]:
-                    lo[k], hi[k], found[k] = a[j], b[j], True
-    return _Interface(
-        sample_shape=shape, n_in=shape[0], in_names=in_names, in_min=None, in_max=None,
-        in_transforms=None, in_network_names=None, out_names=out_names, out_min=None,
-        out_max=None, out_transforms=None, out_network_names=None, source_format="chain",
-        phys_min=lo, phys_max=hi, chain=info,
-    )  # fmt: skip
-
-
-def _export_model(model, io: _Interface, flags: bool, limit_margin: float):
-    """The model to export and its output names: a chain's ``scope_error`` as an output of
-    its own, and with ``flags`` the ``quality_flags`` output (same compiled program)."""
-    import keras
-
-    scope = bool(io.chain and io.chain.get("scope"))
-    if not flags and not scope:
-        if len(model.outputs) == 1:
-            return model, [OUTPUT_NAME]
-        return model, [str(n) for n in model.output_names]
-    if len(model.outputs) != 1:
-        raise UserError(f"model {model.name!r}: --flags needs a model with one output tensor")
-    base = model
-    if flags:
-        from mlnnkit.retrieval import flags_model
-
-        base = flags_model(model, limit_margin)
-    inp = keras.Input(io.sample_shape, dtype=model.inputs[0].dtype, name=INPUT_NAME)
-    out = base(inp)
-    y, f = (out[0], out[1]) if flags else (out, None)
-    outs, names = ([y[:, :-1], y[:, -1]], [OUTPUT_NAME, "scope_error"]) if scope else ([y], [OUTPUT_NAME])
-    if flags:
-        outs.append(f)
-        names.append("quality_flags")
-    return keras.Model(inp, outs, name=model.name), names
-
-
-def _metadata(
-    model, io: _Interface, *, dtype: str, exporter: str, source: str | None, outputs: list[str]
-) -> dict:
-    import mlnnkit
-
-    def lst(a):
-        return None if a is None else [float(v) for v in a]
-
-    meta: dict[str, Any] = {
-        "mlnnkit_version": mlnnkit.__version__,
-        "model_name": model.name,
-        "source_file": Path(source).name if source else None,
-        "source_format": io.source_format or "keras",
-        "dtype": dtype,
-        "exporter": exporter,
-        "input_name": INPUT_NAME,
-        "input_shape": ["batch", *io.sample_shape],
-        "input_names": io.in_names,
-        "input_min": lst(io.in_min),
-        "input_max": lst(io.in_max),
-        "input_transforms": io.in_transforms,
-        "input_network_names": io.in_network_names,
-        "outputs": outputs,
-        "output_names": (
-            io.out_names[:-1]
-            if io.out_names and "scope_error" in outputs and io.out_names[-1] == "scope_error"
-            else io.out_names
-        ),
-        "chain_inputs_range": (
-            None if io.phys_min is None else [[float(a), float(b)] for a, b in zip(io.phys_min, io.phys_max)]
-        ),
-        "chain_steps": None if io.chain is None else [st["name"] for st in io.chain["steps"]],
-        "scope": None if io.chain is None else io.chain.get("scope"),
-        "quality_flags": _flag_meta() if "quality_flags" in outputs else None,
-        "output_min": lst(io.out_min),
-        "output_max": lst(io.out_max),
-        "output_transforms": io.out_transforms,
-        "output_network_names": io.out_network_names,
-        "ranges": (
-            "input_min/max and output_min/max are the network's training ranges in its own "
-            "variables (after the input transforms, before the output transforms), as the "
-            "source file gives them; the graph applies transforms and scaling itself"
-        ),
-    }
-    return {k: json.dumps(v) if not isinstance(v, str) else v for k, v in meta.items() if v is not None}
-
-
-def _flag_meta() -> dict:
-    from mlnnkit.retrieval import flag_attrs
-
-    a = flag_attrs()
-    return {
-        "flag_masks": [int(m) for m in a["flag_masks"]],
-        "flag_meanings": a["flag_meanings"].split(),
-        "comment": a["comment"],
-    }
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
@@ -504,236 +210,7 @@ def _finish(proto, model, names: list[str], meta: dict[str, str], doc: str):
     return proto
 
 
-# ------------------------------------------------------------------------- verifying
-
-
-def _sample(io: _Interface, samples: int, seed: int) -> np.ndarray:
-    """Physical inputs over the ranges (edges included); [-1, 1] without ranges."""
-    from mlnnkit.legacy import reference
-
-    if io.n_in is None:  # samples that are not flat vectors: uniform in [-1, 1]
-        rng = np.random.default_rng(seed)
-        return rng.uniform(-1.0, 1.0, size=(samples, *io.sample_shape))
-    if io.phys_min is not None:
-        return reference.sample_inputs(io.phys_min, io.phys_max, samples, seed=seed)
-    if io.in_min is not None:
-        lo, hi = io.in_min, io.in_max
-    else:
-        lo, hi = -np.ones(io.n_in), np.ones(io.n_in)
-    x = reference.sample_inputs(lo, hi, samples, seed=seed)
-    return _columns(io.in_transforms, x, inverse=True) if io.in_transforms else x
-
-
-def _to_network(io: _Interface, y: np.ndarray) -> np.ndarray:
-    if not io.out_transforms or y.ndim != 2 or y.shape[1] != len(io.out_transforms):
-        return y
-    return _columns(io.out_transforms, y, inverse=True)
-
-
-def _run_keras(model, x: np.ndarray, batch: int = 8192) -> list[np.ndarray]:
-    import keras
-
-    parts = []
-    for i in range(0, len(x), batch):
-        y = model(keras.ops.convert_to_tensor(x[i : i + batch]), training=False)
-        ys = y if isinstance(y, (list, tuple)) else list(y.values()) if isinstance(y, dict) else [y]
-        parts.append([np.asarray(keras.ops.convert_to_numpy(v)) for v in ys])
-    return [np.concatenate(p) for p in zip(*parts)]
-
-
-def _run_onnx(path: Path, x: np.ndarray, batch: int = 65536) -> list[np.ndarray]:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    parts = [session.run(None, {INPUT_NAME: x[i : i + batch]}) for i in range(0, len(x), batch)]
-    return [np.concatenate(p) for p in zip(*parts)]
-
-
-def _compare(got, want, names, span, span_from, **kw) -> OnnxCheck:
-    got = np.asarray(got, np.float64).reshape(len(got), -1)
-    want = np.asarray(want, np.float64).reshape(len(want), -1)
-    with np.errstate(invalid="ignore"):
-        err = np.abs(got - want)
-    both_nan = np.isnan(got) & np.isnan(want)
-    err = np.where(both_nan, 0.0, err)
-    abs_error = np.where(np.isnan(err).any(axis=0), np.inf, np.nanmax(err, axis=0, initial=0.0))
-    return OnnxCheck(
-        names=list(names),
-        abs_error=abs_error,
-        rel_error=abs_error / span,
-        span=span,
-        span_from=span_from,
-        **kw,
-    )
-
-
-def _span(io: _Interface, y: np.ndarray, i: int) -> tuple[np.ndarray, str]:
-    if i == 0 and io.out_min is not None and y.shape[1] == len(io.out_min):
-        return io.out_max - io.out_min, "max - min from the file"
-    finite = np.where(np.isfinite(y), y, np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        s = np.nanmax(finite, axis=0) - np.nanmin(finite, axis=0)
-    s = np.where(np.isfinite(s) & (s > 0), s, 1.0)
-    return s, "no output ranges: spread of the model's outputs"
-
-
-#: Largest fraction of rows whose quality flags may differ between the file and the model
-#: (a value within float rounding of a range edge or threshold can flip a bit either way).
-FLAG_TOLERANCE = 1e-3
-
-
-def _check_flags(path, model, io: _Interface, k: int, samples: int, seed: int, *, dtype, common):
-    """Flags of the file vs the model on inputs uniform over the ranges widened by 10% on
-    each side (so every range test is exercised), no value exactly at an edge."""
-    from mlnnkit.legacy import reference
-
-    if io.phys_min is not None:
-        lo, hi = io.phys_min, io.phys_max
-    elif io.in_min is not None:
-        lo, hi = io.in_min, io.in_max
-    else:
-        lo, hi = -np.ones(io.n_in), np.ones(io.n_in)
-    pad = 0.1 * (hi - lo)
-    x = reference.sample_inputs(lo - pad, hi + pad, samples, seed=seed + 1, edge_fraction=0.0)
-    if io.phys_min is None and io.in_transforms:
-        x = _columns(io.in_transforms, x, inverse=True)
-    x = x.astype(dtype)
-    g = np.asarray(_run_onnx(path, x)[k]).reshape(-1)
-    w = np.asarray(_run_keras(model, x)[k]).reshape(-1)
-    frac = float(np.mean(g != w))
-    c = {**common, "tolerance": FLAG_TOLERANCE}
-    return OnnxCheck(
-        names=["quality_flags"], abs_error=np.array([frac]), rel_error=np.array([frac]),
-        span=np.array([1.0]), span_from="for quality_flags: the fraction of rows whose flags "
-        "differ, on inputs uniform over the ranges widened by 10%, no exact edges",
-        against="the Keras model's quality flags", **c,
-    )  # fmt: skip
-
-
-def _check(
-    path: Path,
-    model,
-    io: _Interface,
-    names: list[str],
-    reference_spec,
-    *,
-    dtype: str,
-    samples: int,
-    tolerance: float,
-    seed: int,
-    sigmoid: str = "exact",
-) -> list[OnnxCheck]:
-    from mlnnkit.legacy import reference
-    x = _sample(io, samples, seed).astype(dtype)
-    got = _run_onnx(path, x)
-    want = _run_keras(model, x)
-    common = dict(
-        tolerance=tolerance, samples=samples, dtype=dtype, sigmoid=sigmoid,
-        source_format=io.source_format,
-    )  # fmt: skip
-    checks = []
-    if len(got) != len(want):
-        raise OnnxVerificationError(
-            f"the ONNX file has {len(got)} outputs but the model {len(want)}", checks
-        )
-    var_names, span_parts, from_parts, g_parts, w_parts = [], [], [], [], []
-    for i, (g, w, name) in enumerate(zip(got, want, names)):
-        if name == "quality_flags":
-            continue  # checked below, on inputs away from the exact edges
-        g2 = _to_network(io, g.reshape(len(g), -1).astype(np.float64))
-        w2 = _to_network(io, w.reshape(len(w), -1).astype(np.float64))
-        span, span_from = _span(io, w2, i)
-        n = w2.shape[1]
-        first = list(io.out_names or [])
-        if "scope_error" in names and first[-1:] == ["scope_error"]:
-            first = first[:-1]
-        if i == 0 and first and len(first) == n:
-            var_names += first
-        elif len(names) == 1:
-            var_names += [f"output_{j + 1}" for j in range(n)]
-        else:
-            var_names += [name] if n == 1 else [f"{name}[{j}]" for j in range(n)]
-        span_parts.append(span)
-        from_parts.append(span_from)
-        g_parts.append(g2)
-        w_parts.append(w2)
-    checks.append(
-        _compare(
-            np.hstack(g_parts), np.hstack(w_parts), var_names, np.concatenate(span_parts),
-            "; ".join(dict.fromkeys(from_parts)),
-            against=f"the Keras model ({dtype})", **common,
-        )  # fmt: skip
-    )
-    if "quality_flags" in names:
-        checks.append(_check_flags(path, model, io, names.index("quality_flags"), samples,
-                                   seed, dtype=dtype, common=common))  # fmt: skip
-    if reference_spec is not None and io.n_in is not None:
-        xin = x.astype(np.float64)
-        if io.in_transforms:
-            xin = _columns(io.in_transforms, xin)
-        ref = reference.forward(reference_spec, xin, sigmoid)
-        span = reference_spec.output_span()
-        span_from = "max - min from the file"
-        if span is None:
-            span, span_from = _span(io, ref, 1)
-        what = f"{reference_spec.source_format} math" if reference_spec.source_format else "math"
-        checks.append(
-            _compare(
-                g_parts[0], ref, reference_spec.names_out(), span, span_from,
-                against=f"the float64 NumPy reference of the file's {what}", **common,
-            )  # fmt: skip
-        )
-    return checks
-
-
 # ------------------------------------------------------------------------------ entry
-
-
-def _reference_of(model, reference) -> NetworkSpec | None:
-    from mlnnkit import legacy
-    from mlnnkit.legacy.spec import NetworkSpec
-
-    if reference is False:
-        return None
-    if isinstance(reference, NetworkSpec):
-        return reference
-    if reference is not None:
-        return legacy.read(reference)
-    from mlnnkit.retrieval import is_chain
-
-    if is_chain(model):
-        return None  # several networks: the model itself is the yardstick
-    if legacy.source_format(model) is None:
-        return None  # not imported: only the model itself is the yardstick
-    try:
-        return legacy.from_keras(model)
-    except UserError:
-        return None
-
-
-def _load(model, samples: int):
-    """(keras model, reference spec or None, source path or None) from what was passed."""
-    import keras
-
-    if isinstance(model, keras.Model):
-        return model, None, None
-    from mlnnkit import legacy
-    from mlnnkit.models import load_model
-
-    path = Path(model)
-    fmt = legacy.detect_format(path)
-    if fmt == "keras":
-        return load_model(path, compile=False), None, path
-    # A legacy file: import it as `mlnnkit import` does (float32 unless that is not
-    # precise enough for this network), then export that model.
-    spec = legacy.read(path, fmt)
-    m = legacy.to_keras(spec, "float32", name=path.stem)
-    if not legacy.verify(m, spec, samples=min(samples, 10_000)).passed:
-        m = legacy.to_keras(spec, "float64", name=path.stem)
-    return m, spec, path
 
 
 def to_onnx(
@@ -883,4 +360,3 @@ __all__ = [
     "require_onnx",
     "to_onnx",
 ]
-

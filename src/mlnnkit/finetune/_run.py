@@ -1,3 +1,4 @@
+# Over 400 lines: finetune() alone is ~200 lines (split, freeze, fit, measure); run() wraps it.
 """The fine-tuning run: :func:`finetune` (split, freeze, penalize, fit, measure) on
 arrays, and :func:`run` (``mlnnkit finetune``: load, read, check, fine-tune, write OUTDIR).
 

@@ -1,3 +1,4 @@
+# Over 400 lines: the package's public face, file <-> spec <-> Keras; the formats are modules.
 """Legacy raw-weight networks in and out of Keras: OC-SMART MLNN HDF5, ffbp ``.net``,
 generic raw-weight HDF5.
 

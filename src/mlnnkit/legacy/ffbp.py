@@ -1,3 +1,4 @@
+# Over 400 lines: one file format; its reader and writer stay side by side so they cannot drift.
 """ffbp ``.net`` text (GKSS "ffbp1.0", the C2RCC networks in SNAP): read and write.
 
 Layout (see FORMATS.md): a free-text header (``problem:``, ``saved at``, training

@@ -1,3 +1,4 @@
+# Over 400 lines: one dataclass (NetworkSpec) and the checks that every format's reader runs on it.
 """The neutral description of a dense retrieval network that every format reads and writes.
 
 A :class:`NetworkSpec` is what a legacy file *means*, independent of its layout and of

@@ -1,3 +1,4 @@
+# Over 400 lines: one job, each variable's transform and name (family table, grammar, resolve).
 """Which transforms a processor applies around a network, and the physical names.
 
 A legacy file holds only the network; the processor that ships it transforms the physical
