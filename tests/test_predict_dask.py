@@ -139,16 +139,18 @@ def test_cli_dask_on_local_threads(tmp_path, rng, cli, model):
 
 
 def test_cli_dask_empty_input_named_exit_2(tmp_path, cli, model):
-    """A header-only CSV with --dask: one line naming the file, exit 2, no output."""
+    """A header-only CSV with --dask: one line naming the file, exit 2, no output; the
+    line of the local path (open_source refuses an empty input on every path)."""
     (tmp_path / "empty.csv").write_text(",".join(NAMES) + "\n")
     model.save(tmp_path / "m.keras")
-    code, _out, err = cli("predict", tmp_path / "m.keras", tmp_path / "empty.csv", "-o",
-                         tmp_path / "y.csv", "--dask")  # fmt: skip
-    assert code == 2
-    assert err.strip().splitlines() == [
-        f"error: {tmp_path / 'empty.csv'}: no rows to predict (the file holds no data)"
-    ]
-    assert not (tmp_path / "y.csv").exists()
+    for extra in (("--dask",), ()):
+        code, _out, err = cli("predict", tmp_path / "m.keras", tmp_path / "empty.csv", "-o",
+                             tmp_path / "y.csv", *extra)  # fmt: skip
+        assert code == 2
+        assert err.strip().splitlines() == [
+            f"error: {tmp_path / 'empty.csv'}: no data rows (only a header); nothing to predict"
+        ]
+        assert not (tmp_path / "y.csv").exists()
     code, _out, err = cli("predict", tmp_path / "m.keras", tmp_path / "empty.csv", "-o",
                          tmp_path / "y.csv", "--dask", "--shared-storage")  # fmt: skip
     assert code == 2 and "--shared-storage is for --dask with a scheduler address" in err
