@@ -238,7 +238,9 @@ def test_dask_flags_identical_to_local_run(tmp_path, rng, cluster):
         for a, b in zip(local, dist):
             assert (a.rows, a.masked_rows) == (b.rows, b.masked_rows)
             assert b.flag_counts == a.flag_counts
-            assert all(n > 0 for k, n in b.flag_counts.items() if k != "out_of_scope"), b.flag_counts
+            assert all(n > 0 for k, n in b.flag_counts.items() if k != "out_of_scope"), (
+                b.flag_counts
+            )
         by = {r.input.suffix: (r.output, d.output) for r, d in zip(local, dist)}
         a, b = by[".nc"]
         with xr.open_dataset(a) as la, xr.open_dataset(b) as da:

@@ -319,8 +319,15 @@ def _warm_workers(client, held, chunk_rows: int | None, limit_margin: float | No
     that cannot is named before any work is sent, and the work starts at full speed."""
     workers = sorted(client.nthreads())
     warm = [
-        client.submit(_warm, held, chunk_rows, limit_margin, workers=[w],
-                      allow_other_workers=True, pure=False)  # fmt: skip
+        client.submit(
+            _warm,
+            held,
+            chunk_rows,
+            limit_margin,
+            workers=[w],
+            allow_other_workers=True,
+            pure=False,
+        )
         for w in workers
     ]
     for w, f in zip(workers, warm):
