@@ -139,16 +139,18 @@ def test_cli_dask_on_local_threads(tmp_path, rng, cli, model):
 
 
 def test_cli_dask_empty_input_named_exit_2(tmp_path, cli, model):
-    """A header-only CSV with --dask: one line naming the file, exit 2, no output."""
+    """A header-only CSV with --dask: one line naming the file, exit 2, no output; the
+    line of the local path (open_source refuses an empty input on every path)."""
     (tmp_path / "empty.csv").write_text(",".join(NAMES) + "\n")
     model.save(tmp_path / "m.keras")
-    code, _out, err = cli("predict", tmp_path / "m.keras", tmp_path / "empty.csv", "-o",
-                         tmp_path / "y.csv", "--dask")  # fmt: skip
-    assert code == 2
-    assert err.strip().splitlines() == [
-        f"error: {tmp_path / 'empty.csv'}: no rows to predict (the file holds no data)"
-    ]
-    assert not (tmp_path / "y.csv").exists()
+    for extra in (("--dask",), ()):
+        code, _out, err = cli("predict", tmp_path / "m.keras", tmp_path / "empty.csv", "-o",
+                             tmp_path / "y.csv", *extra)  # fmt: skip
+        assert code == 2
+        assert err.strip().splitlines() == [
+            f"error: {tmp_path / 'empty.csv'}: no data rows (only a header); nothing to predict"
+        ]
+        assert not (tmp_path / "y.csv").exists()
     code, _out, err = cli("predict", tmp_path / "m.keras", tmp_path / "empty.csv", "-o",
                          tmp_path / "y.csv", "--dask", "--shared-storage")  # fmt: skip
     assert code == 2 and "--shared-storage is for --dask with a scheduler address" in err
@@ -182,3 +184,100 @@ def test_model_travels_as_file_bytes_loaded_once_by_content_hash(tmp_path, model
         model_ref(model, shared_storage=True)
     from_object = model_ref(model)  # a built model travels as .keras bytes too
     assert from_object.name.endswith(".keras") and from_object.blob[:2] == b"PK"  # a zip
+
+
+def _flag_inputs(folder: Path, rng) -> None:
+    """A NetCDF scene (CF-ish attributes, one line per crafted row set, many lines so
+    every task holds a few) and the same rows as .npy, .csv and .parquet tables, for
+    :func:`test_flags.crafted_net`: every flag bit occurs, in several tasks."""
+    import pandas as pd
+    import xarray as xr
+    from test_flags import ROWS
+
+    lines = 12
+    crafted = np.array([r for r, _ in ROWS], np.float32)  # one line: every bit
+    x1 = (10 ** rng.uniform(-2.2, 0.1, size=(lines, len(ROWS)))).astype("float32")
+    x2 = rng.uniform(-1.0, 11.0, size=(lines, len(ROWS))).astype("float32")
+    x1[0], x2[0] = crafted[:, 0], crafted[:, 1]
+    x1[rng.random(x1.shape) < 0.05] = 0.0  # log10 of 0: invalid_input
+    x2[rng.random(x2.shape) < 0.05] = np.nan
+    folder.mkdir()
+    attrs = {"units": "1", "long_name": "crafted input"}
+    xr.Dataset(
+        {"x1": (("line", "pixel"), x1, attrs), "x2": (("line", "pixel"), x2, attrs)},
+        coords={"line": np.arange(lines), "pixel": np.arange(len(ROWS))},
+        attrs={"title": "flag scene", "Conventions": "CF-1.8"},
+    ).to_netcdf(folder / "scene.nc")
+    x = np.stack([x1.reshape(-1), x2.reshape(-1)], 1)
+    np.save(folder / "rows.npy", x)
+    df = pd.DataFrame({"x1": x[:, 0], "x2": x[:, 1]})
+    df.to_csv(folder / "rows.csv", index=False)
+    df.to_parquet(folder / "rows.parquet", row_group_size=40)
+
+
+def test_dask_flags_identical_to_local_run(tmp_path, rng, cluster):
+    """--flags on Dask tasks: outputs, the quality_flags band (CF attributes) and column,
+    OUT.flags.npy and the per-flag counts equal the local run's, bit for bit."""
+    import pandas as pd
+    import xarray as xr
+    from test_flags import crafted_net
+
+    from mlnnkit.predict import plan_jobs, predict_files, predict_files_dask
+
+    model = crafted_net()
+    _flag_inputs(tmp_path / "in", rng)
+    files = [str(tmp_path / "in" / "*")]
+    at_limit = []
+    for margin in (0.02, 0.1):  # --limit-margin travels to the tasks
+        local = predict_files(model, plan_jobs(files, tmp_path / f"local{margin}"),
+                              block_rows=22, flags=True, limit_margin=margin)  # fmt: skip
+        dist = predict_files_dask(model, plan_jobs(files, tmp_path / f"dask{margin}"),
+                                  address=cluster, block_rows=22, flags=True,
+                                  limit_margin=margin)  # fmt: skip
+        assert [r.error for r in local + dist] == [None] * 8
+        for a, b in zip(local, dist):
+            assert (a.rows, a.masked_rows) == (b.rows, b.masked_rows)
+            assert b.flag_counts == a.flag_counts
+            assert all(n > 0 for k, n in b.flag_counts.items() if k != "out_of_scope"), (
+                b.flag_counts
+            )
+        by = {r.input.suffix: (r.output, d.output) for r, d in zip(local, dist)}
+        a, b = by[".nc"]
+        with xr.open_dataset(a) as la, xr.open_dataset(b) as da:
+            f = da["quality_flags"]
+            assert f.dtype == np.uint8 and f.dims == ("line", "pixel")
+            assert list(f.attrs["flag_masks"]) == [1, 2, 4, 8, 16]
+            assert f.attrs["flag_meanings"].split()[0] == "input_out_of_range"
+            assert f.values.tobytes() == la["quality_flags"].values.tobytes()
+            assert da["y"].values.tobytes() == la["y"].values.tobytes()
+            assert la.identical(da)  # every variable and attribute, flags' CF ones included
+        a, b = by[".npy"]
+        assert np.load(a).tobytes() == np.load(b).tobytes()
+        fa, fb = (np.load(p.with_name(p.stem + ".flags.npy")) for p in (a, b))
+        assert fb.dtype == np.uint8 and fa.tobytes() == fb.tobytes()
+        for suffix, read in ((".csv", pd.read_csv), (".parquet", pd.read_parquet)):
+            a, b = by[suffix]
+            pd.testing.assert_frame_equal(read(a), read(b), check_exact=True)
+            assert list(read(b).columns) == ["y", "quality_flags"]
+        assert not list((tmp_path / f"dask{margin}").glob(".tmp-*"))
+        at_limit.append(dist[0].flag_counts["output_at_limit"])
+    assert at_limit[1] > at_limit[0]  # a wider margin: more rows at the limit
+
+
+def test_cli_dask_flags_counts_like_local(tmp_path, rng, cli):
+    """`predict --dask --flags` (local threads): the same files and flag lines as without --dask."""
+    import xarray as xr
+    from test_flags import crafted_net
+
+    _flag_inputs(tmp_path / "in", rng)
+    crafted_net().save(tmp_path / "m.keras")
+    runs = {}
+    for name, extra in (("local", ()), ("dask", ("--dask",))):
+        code, out, err = cli("predict", tmp_path / "m.keras", tmp_path / "in" / "scene.nc",
+                             "-o", tmp_path / f"{name}.nc", "--flags", "--limit-margin", "0.05",
+                             "--block-rows", "33", *extra)  # fmt: skip
+        assert code == 0, err
+        runs[name] = [line for line in out.splitlines() if line.startswith("flag ")]
+    assert len(runs["dask"]) == 5 and runs["dask"] == runs["local"]
+    with xr.open_dataset(tmp_path / "local.nc") as a, xr.open_dataset(tmp_path / "dask.nc") as b:
+        assert a.identical(b)

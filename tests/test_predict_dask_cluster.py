@@ -244,6 +244,37 @@ def test_cluster_imported_float64_legacy_network(cluster, scenes, cli, tmp_path)
             assert np.isfinite(a[v].values).any() and np.isnan(a[v].values).any()
 
 
+def test_cluster_flags_identical_to_local_run(cluster, cli, tmp_path):
+    """--flags on worker processes (rows sent, then --shared-storage): the quality_flags
+    band with its CF attributes, the outputs and the per-flag lines equal a local run's."""
+    import xarray as xr
+    from test_flags import crafted_net
+    from test_predict_dask import _flag_inputs
+
+    _flag_inputs(tmp_path / "in", np.random.default_rng(8))
+    crafted_net().save(tmp_path / "m.keras")
+    scene = tmp_path / "in" / "scene.nc"
+    runs = {}
+    for name, extra in (("local", ()), ("dask", ("--dask", cluster.address)),
+                        ("shared", ("--dask", cluster.address, "--shared-storage"))):  # fmt: skip
+        code, out, err = cli("predict", tmp_path / "m.keras", scene, "-o", tmp_path / f"{name}.nc",
+                             "--flags", "--limit-margin", "0.05", "--block-rows", "33", *extra)  # fmt: skip
+        assert code == 0, err
+        runs[name] = [line for line in out.splitlines() if line.startswith("flag ")]
+    assert len(runs["local"]) == 5 and runs["dask"] == runs["shared"] == runs["local"]
+    with xr.open_dataset(tmp_path / "local.nc") as a:
+        assert a["quality_flags"].values.any()
+        for name in ("dask", "shared"):
+            with xr.open_dataset(tmp_path / f"{name}.nc") as b:
+                assert (
+                    b["quality_flags"].attrs["flag_meanings"]
+                    == a["quality_flags"].attrs["flag_meanings"]
+                )
+                assert b["quality_flags"].values.tobytes() == a["quality_flags"].values.tobytes()
+                assert b["y"].values.tobytes() == a["y"].values.tobytes()
+                assert a.identical(b), name
+
+
 def test_cluster_unreadable_scene_reported_others_written(
     cluster, scenes, model_file, cli, tmp_path
 ):

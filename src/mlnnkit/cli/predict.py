@@ -130,9 +130,6 @@ def predict(
     if len(addresses) > 1:
         raise UserError(f"one Dask scheduler address, please (got {', '.join(addresses)})")
     address = addresses[0] if addresses else None
-    if flags and dask:
-        raise UserError("--flags does not run with --dask yet; run without --dask (the flags "
-                        "come from the same compiled program on this machine's threads)")  # fmt: skip
     if shared_storage and address is None:
         raise UserError("--shared-storage is for --dask with a scheduler address (tcp://host:8786)")
     jobs = predict_io.plan_jobs([f for f in files if f not in addresses], output)

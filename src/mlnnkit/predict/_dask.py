@@ -50,7 +50,7 @@ from mlnnkit.errors import UserError
 from mlnnkit.models import model_io_sizes
 from mlnnkit.predict._base import Source
 from mlnnkit.predict._files import FileResult, error_text, prepare
-from mlnnkit.predict._kinds import open_sink, open_source
+from mlnnkit.predict._kinds import flags_sibling, open_sink, open_source
 
 # Seconds to wait for a scheduler (and for its first worker) before giving up.
 DEFAULT_TIMEOUT = 10.0
@@ -202,31 +202,46 @@ def _hold(ref: ModelRef) -> ModelRef:
     return ref
 
 
-def _warm(ref: ModelRef, chunk_rows: int | None) -> str:
-    """First task on each worker: load and compile the model there (errors name it)."""
+def _warm(ref: ModelRef, chunk_rows: int | None, limit_margin: float | None = None) -> str:
+    """First task on each worker: load and compile the model there (errors name it);
+    with ``limit_margin`` (flags asked for), the program of outputs and flags."""
     from mlnnkit.predict._forward import forward_for
 
-    forward_for(worker_model(ref), chunk_rows)
+    model = worker_model(ref)
+    if limit_margin is not None:
+        from mlnnkit.retrieval import flags_model
+
+        model = flags_model(model, limit_margin)
+    forward_for(model, chunk_rows)
     return _where()
 
 
 def _read_predict(ref: ModelRef, path: str, n_inputs: int, columns: list[str], start: int,
-                  stop: int, chunk_rows: int | None) -> np.ndarray:  # fmt: skip
-    """A task with shared storage: read rows ``start:stop`` of ``path`` and predict them."""
+                  stop: int, chunk_rows: int | None, limit_margin: float | None = None):  # fmt: skip
+    """A task with shared storage: read rows ``start:stop`` of ``path`` and predict them
+    (returns what :func:`_predict_rows` returns)."""
     source = open_source(path, n_inputs, None if Path(path).suffix == ".npy" else columns)
     try:
         x = source.read(start, stop)
-        return _predict_rows(ref, x, chunk_rows)
+        return _predict_rows(ref, x, chunk_rows, limit_margin)
     finally:
         source.close()
 
 
-def _predict_rows(ref: ModelRef, x: np.ndarray, chunk_rows: int | None) -> np.ndarray:
-    """A task: predict the rows ``x`` (read and sent by the client)."""
+def _predict_rows(ref: ModelRef, x: np.ndarray, chunk_rows: int | None,
+                  limit_margin: float | None = None):  # fmt: skip
+    """A task: predict the rows ``x`` (read and sent by the client). Returns the outputs
+    as ``(rows, n_out)``; with ``limit_margin`` (``--flags``), the pair ``(outputs,
+    flags)`` from the one compiled program of :func:`mlnnkit.retrieval.flags_model` (the
+    local path's), flags ``uint8`` of shape ``(rows,)``."""
     from mlnnkit.predict._forward import predict_array
 
-    y = predict_array(worker_model(ref), x, chunk_rows, workers=1)
-    return y.reshape(len(y), -1)
+    model = worker_model(ref)
+    if limit_margin is None:
+        y = predict_array(model, x, chunk_rows, workers=1)
+        return y.reshape(len(y), -1)
+    y, f = predict_array(model, x, chunk_rows, workers=1, flags=True, limit_margin=limit_margin)
+    return y.reshape(len(y), -1), f
 
 
 def _versions_probe():
@@ -299,12 +314,20 @@ def check_workers(client) -> int:
     return max(1, sum(client.nthreads().values()))
 
 
-def _warm_workers(client, held, chunk_rows: int | None) -> None:
+def _warm_workers(client, held, chunk_rows: int | None, limit_margin: float | None = None) -> None:
     """Load and compile the model on every worker (one first task each), so that a worker
     that cannot is named before any work is sent, and the work starts at full speed."""
     workers = sorted(client.nthreads())
     warm = [
-        client.submit(_warm, held, chunk_rows, workers=[w], allow_other_workers=True, pure=False)
+        client.submit(
+            _warm,
+            held,
+            chunk_rows,
+            limit_margin,
+            workers=[w],
+            allow_other_workers=True,
+            pure=False,
+        )
         for w in workers
     ]
     for w, f in zip(workers, warm):
@@ -333,6 +356,7 @@ class _FileState:
     rows: int = 0
     masked: int = 0
     error: str | None = None
+    counts: dict[str, int] | None = None  # with flags: rows carrying each flag bit
 
 
 def _one_line(e: BaseException) -> str:
@@ -414,9 +438,11 @@ def predict_files_dask(
     progress: Callable[[int], None] | None = None,
     on_open: Callable[[Source], None] | None = None,
     on_done: Callable[[FileResult], None] | None = None,
+    flags: bool = False,
+    limit_margin: float = 0.02,
 ) -> list[FileResult]:
     """Predict every ``(input, output)`` job as Dask tasks; same results as
-    :func:`mlnnkit.predict.predict_files`, file for file and bit for bit.
+    :func:`mlnnkit.predict.predict_files`, file for file and bit for bit (flags included).
 
     Args:
         model: the path of a saved model (``.keras``, ``.h5``: what travels to the
@@ -434,6 +460,12 @@ def predict_files_dask(
             :func:`mlnnkit.predict.predict_files` (``block_rows`` is also the rows
             per task; default about 32 MB of data).
         tasks_per_thread: tasks in flight per worker thread (default 2; bounds memory).
+        flags: also write the ``uint8`` quality flags, as :func:`mlnnkit.predict.predict_file`
+            does (a ``quality_flags`` variable with CF attributes, a column, or
+            ``OUT.flags.npy``); each task returns its rows' outputs and flags, from the one
+            compiled program of :func:`mlnnkit.retrieval.flags_model`, and every result's
+            ``flag_counts`` says how many rows carry each bit. Default False.
+        limit_margin: with ``flags``, the margin of ``output_at_limit`` (default 0.02).
 
     Returns:
         one :class:`~mlnnkit.predict.FileResult` per job, in the jobs' order; a file
@@ -464,6 +496,14 @@ def predict_files_dask(
     local_model = load_model_for_predict(model) if isinstance(model, (str, os.PathLike)) else model
     n_in, _ = model_io_sizes(local_model)
     dtype = compute_dtype(local_model)
+    margin = None  # what the tasks get: None, or the margin when flags are asked for
+    flag_cf = None
+    if flags:
+        from mlnnkit.retrieval import flag_attrs, flag_counts, flags_model
+
+        flags_model(local_model, limit_margin)  # checks the margin and the model, here
+        margin = float(limit_margin)
+        flag_cf = flag_attrs()
     results: dict[int, FileResult] = {}
 
     def report(i: int, r: FileResult) -> None:
@@ -491,6 +531,7 @@ def predict_files_dask(
         r = FileResult(
             st.src, st.dst, st.rows if exc is None else 0, st.masked if exc is None else 0,
             time.perf_counter() - st.t0, error=None if exc is None else error_text(exc),
+            flag_counts=st.counts if exc is None else None,
         )  # fmt: skip
         if tell:
             report(st.index, r)
@@ -518,7 +559,7 @@ def predict_files_dask(
         ):  # fmt: skip
             held = client.submit(_hold, ref, pure=False)
             if not in_process:
-                _warm_workers(client, held, chunk_rows)
+                _warm_workers(client, held, chunk_rows, margin)
             nthreads = max(1, sum(client.nthreads().values()))
             window = max(2, tasks_per_thread * nthreads)
             pending = list(enumerate(jobs))
@@ -533,20 +574,19 @@ def predict_files_dask(
                     t0 = time.perf_counter()
                     try:
                         source, names, out_kind, attrs = prepare(
-                            local_model, src, dst, inputs=inputs, outputs=outputs
-                        )
+                            local_model, src, dst, inputs=inputs, outputs=outputs, flags=flags
+                        )  # an input without rows is refused here (open_source), as locally
                     except Exception as e:  # noqa: BLE001 - reported per file
                         report(i, FileResult(Path(src), Path(dst), 0, 0, 0.0, error=error_text(e)))
-                        continue
-                    if source.n_rows == 0:
-                        source.close()
-                        empty = f"{src}: no rows to predict (the file holds no data)"
-                        report(i, FileResult(Path(src), Path(dst), 0, 0, 0.0, error=empty))
                         continue
                     stack = contextlib.ExitStack()
                     try:
                         tmp = stack.enter_context(_atomic.atomic_path(dst))
-                        sink = open_sink(tmp, out_kind, source, names, attrs, dtype)
+                        sibling = flags_sibling(out_kind, Path(dst)) if flags else None
+                        tmp_flags = (stack.enter_context(_atomic.atomic_path(sibling))
+                                     if sibling else None)  # fmt: skip
+                        sink = open_sink(tmp, out_kind, source, names, attrs, dtype,
+                                         flags=flag_cf, flags_path=tmp_flags)  # fmt: skip
                     except Exception as e:  # noqa: BLE001
                         stack.__exit__(type(e), e, e.__traceback__)
                         source.close()
@@ -556,6 +596,8 @@ def predict_files_dask(
                         on_open(source)
                     st = _FileState(i, Path(src), Path(dst), source, sink, stack,
                                     source.ranges(block_rows), t0)  # fmt: skip
+                    if flags:
+                        st.counts = dict.fromkeys(flag_counts(np.zeros(0, np.uint8)), 0)
                     active.append(st)
                     return True
                 return False
@@ -576,11 +618,11 @@ def predict_files_dask(
                 if shared_storage:
                     fut = client.submit(
                         _read_predict, held, str(Path(st.source.path).resolve()), n_in,
-                        st.source.columns, a, b, chunk_rows, pure=False,
+                        st.source.columns, a, b, chunk_rows, margin, pure=False,
                     )  # fmt: skip
                 else:  # the client reads; the rows travel in the task
                     x = np.array(st.source.read(a, b), copy=True)
-                    fut = client.submit(_predict_rows, held, x, chunk_rows, pure=False)
+                    fut = client.submit(_predict_rows, held, x, chunk_rows, margin, pure=False)
                 st.submitted += 1
                 st.futures.add(fut)
                 where[fut] = (st, k)
@@ -624,7 +666,14 @@ def predict_files_dask(
                         fut.release()
                         while st.next_write in st.done:  # in order (CSV, Parquet need it)
                             yk = st.done.pop(st.next_write)
-                            st.sink.write(st.ranges[st.next_write][0], yk)
+                            start = st.ranges[st.next_write][0]
+                            if flags:  # the sink calls of the local path (predict_file)
+                                yk, fk = yk
+                                for name, n in flag_counts(fk).items():
+                                    st.counts[name] += n
+                                st.sink.write(start, yk, fk)
+                            else:
+                                st.sink.write(start, yk)
                             st.rows += len(yk)
                             st.masked += int(np.isnan(yk[:, 0]).sum())  # NaN throughout
                             if progress is not None:
