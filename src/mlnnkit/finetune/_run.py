@@ -7,7 +7,7 @@ Example:
     >>> res = finetune.run("net.h5", "matchups.csv", "runs/ft", inputs="x*", targets="y",
     ...                    freeze=1, verbose=0)
     >>> sorted(res.report)[:3]
-    ['data', 'dropped_nonfinite_rows', 'files']
+    ['data', 'dropped_nonfinite_rows', 'dropped_untransformable_rows']
 """
 
 from __future__ import annotations
