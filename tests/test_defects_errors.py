@@ -352,14 +352,20 @@ def test_version_option(cli):
 
 
 def test_snap_sigmoid_on_a_network_without_sigmoid_is_refused(cli, tmp_path):
-    import jax
-
     src = tmp_path / "tanh.h5"
     write_ocsmart(src, [4, 6, 3], seed=2)  # tanh hidden, linear output
     code, _, err = cli("import", src, "-o", tmp_path / "m.keras", "--sigmoid", "snap")
     _one_line_error(code, err, "--sigmoid snap", "no sigmoid")
     assert not (tmp_path / "m.keras").exists()
-    assert not jax.config.jax_enable_x64  # did not switch to float64 either
+    # ... and did not switch float64 on either (checked in a fresh process: this one may
+    # have it on from earlier tests, by design process-wide)
+    code_ = (
+        "import jax, mlnnkit.cli as c; "
+        f"rc = c.main(['import', {str(src)!r}, '-o', {str(tmp_path / 'n.keras')!r}, "
+        "'--sigmoid', 'snap']); print(rc, jax.config.jax_enable_x64)"
+    )
+    fresh = subprocess.run([sys.executable, "-c", code_], capture_output=True, text=True)
+    assert fresh.stdout.split()[-2:] == ["2", "False"], fresh.stdout + fresh.stderr
     from mlnnkit import legacy
     from mlnnkit.errors import UserError
 

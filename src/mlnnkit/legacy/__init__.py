@@ -299,7 +299,7 @@ def import_spec(
     auto = dtype is None and sigmoid != "snap"
     dtype = dtype or ("float64" if sigmoid == "snap" else "float32")
     if auto and not fits_float32(spec):
-        note("the network holds values beyond float32's range; importing it in float64")
+        note("the network holds values beyond float32's range; importing in float64")
         enable_float64()  # said just above
         auto, dtype = False, "float64"
     model = to_keras(spec, dtype, sigmoid=sigmoid, name=name, recipe=recipe)
