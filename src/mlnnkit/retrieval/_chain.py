@@ -14,9 +14,13 @@ its flags included (:func:`mlnnkit.retrieval.flags_model`), compiles to one prog
 Example:
     >>> import mlnnkit
     >>> from mlnnkit.retrieval import chain, chain_info
-    >>> steps = [keras.saving.load_model(p) for p in ("rrs.keras", "aph.keras")]  # doctest: +SKIP
-    >>> model = chain(steps, scope=keras.saving.load_model("aann.keras"))          # doctest: +SKIP
-    >>> chain_info(model)["output_names"][-1]                                      # doctest: +SKIP
+    >>> step = mlnnkit.legacy.load("net.h5", names="a,b,c,d,e,f,g", output_names="chl",
+    ...                            transforms="log10:1-7", output_transforms="pow10")
+    >>> aann = keras.saving.load_model("pace.keras")   # PACE_Lrc_aaNN.H5 --physical
+    >>> model = chain([step], scope=aann, scope_metric="mean_rel")
+    >>> chain_info(model)["output_names"][:1]
+    ['chl']
+    >>> chain_info(model)["output_names"][-1]
     'scope_error'
 """
 

@@ -8,9 +8,10 @@ reflectances, ln of IOPs: what the network was trained on), so it trains
 inverse output transforms (:func:`targets_to_network`).
 
 Example:
-    >>> model = mlnnkit.legacy.load("OLCI_aphNN.h5", physical=True)   # doctest: +SKIP
-    >>> net = network_model(model)                                     # doctest: +SKIP
-    >>> net.fit(x_physical, targets_to_network(model, y_physical))    # doctest: +SKIP
+    >>> model = mlnnkit.legacy.load("PACE_Lrc_aaNN.H5", physical=True)
+    >>> net = network_model(model)        # shares its layers: training it trains model
+    >>> net.output.shape, model.layers[-1].name
+    ((None, 107), 'output_transform')
 """
 
 from __future__ import annotations

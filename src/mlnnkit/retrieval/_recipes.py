@@ -344,8 +344,8 @@ def resolve(
 
     Example:
         >>> from mlnnkit import legacy
-        >>> r = resolve(legacy.read("PACE_Lrc_aaNN.H5"), "PACE_Lrc_aaNN.H5")  # doctest: +SKIP
-        >>> r.input_names[:4], r.input_transforms[:4]                          # doctest: +SKIP
+        >>> r = resolve(legacy.read("PACE_Lrc_aaNN.H5"), "PACE_Lrc_aaNN.H5")
+        >>> r.input_names[:4], r.input_transforms[:4]
         (['solz', 'senz', 'relaz', 'Lrc_1'], ['cos_deg', 'cos_deg', 'cos_deg', 'log10'])
     """
     n_in, n_out = spec.n_inputs, spec.n_outputs
