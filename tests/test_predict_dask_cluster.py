@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import sysconfig
 import threading
 import time
 from pathlib import Path
@@ -300,8 +299,12 @@ def test_worker_without_mlnnkit_or_with_another_version_is_named(
     old = tmp_path / "old" / "mlnnkit"
     old.mkdir(parents=True)
     (old / "__init__.py").write_text('__version__ = "0.0.1"\n')  # an older install
-    bare_env = _env(pythonpath=sysconfig.get_paths()["purelib"])  # no mlnnkit's .pth
-    started = cluster.add_workers(["bare"], python_flags=["-S"], env=bare_env)
+    # A Python where `import mlnnkit` fails, whether mlnnkit is installed editable (a .pth)
+    # or as a regular package (as in CI): a sitecustomize first on its path blocks it.
+    blocker = tmp_path / "no_mlnnkit"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['mlnnkit'] = None\n")
+    started = cluster.add_workers(["bare"], env=_env(pythonpath=str(blocker)))
     started |= cluster.add_workers(["old"], env=_env(pythonpath=str(tmp_path / "old")))
     expect = {
         "bare": "lacks mlnnkit (ModuleNotFoundError",
