@@ -28,8 +28,8 @@ import numpy as np
 import pytest
 
 from mlnnkit import legacy
-from mlnnkit.legacy import ocsmart
 from mlnnkit.errors import UserError
+from mlnnkit.legacy import ocsmart
 
 SEED = 15
 # One network of each format: most of the time goes into compiling the first model of

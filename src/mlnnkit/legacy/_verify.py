@@ -23,8 +23,8 @@ import numpy as np
 from mlnnkit.errors import UserError, VerificationError
 from mlnnkit.legacy import reference
 from mlnnkit.legacy._keras import model_dtype, model_sigmoid
-from mlnnkit.retrieval._physical import apply_columns, transform_layers
 from mlnnkit.legacy.spec import NetworkSpec
+from mlnnkit.retrieval._physical import apply_columns, transform_layers
 
 DEFAULT_SAMPLES = 10_000
 DEFAULT_TOLERANCE = 1e-5

@@ -1,3 +1,4 @@
+# Over 400 lines: one job, predict files as Dask tasks (the model reference, worker checks, faults, the client-side writes).
 """``mlnnkit predict --dask``: the work of :mod:`mlnnkit.predict` as Dask tasks.
 
 Every input file is cut into row ranges that are cheap to read on their own (whole lines
