@@ -603,9 +603,16 @@ def predict_files_dask(
                     return True
                 return False
 
-            def check_connected() -> None:
-                """A lost scheduler fails the run (not each file in turn)."""
-                if str(getattr(client.status, "value", client.status)) in _LOST:
+            def check_connected(exc: BaseException | None = None) -> None:
+                """A lost scheduler fails the run (not each file in turn).
+
+                The future may raise the closed connection before the client's status
+                says so (a race seen in CI), so the exception's kind counts too."""
+                from distributed.comm.core import CommClosedError
+
+                if isinstance(exc, CommClosedError) or (
+                    str(getattr(client.status, "value", client.status)) in _LOST
+                ):
                     done = sum(1 for r in results.values() if r.error is None)
                     raise UserError(
                         f"lost the connection to the Dask scheduler at {scheduler} mid-run; "
@@ -640,7 +647,7 @@ def predict_files_dask(
                     try:
                         submit_one(st)
                     except Exception as e:  # noqa: BLE001 - reading on the client failed
-                        check_connected()
+                        check_connected(e)
                         finish(st, e)  # its other tasks are cancelled, and counted out below
                         active.remove(st)
                         continue
@@ -684,7 +691,7 @@ def predict_files_dask(
                             finish(st, None)
                             active.remove(st)
                     except Exception as e:  # noqa: BLE001 - the block's failure, per file
-                        check_connected()
+                        check_connected(e)
                         finish(st, e)
                         active.remove(st)
             except BaseException as e:  # Ctrl-C, lost scheduler: no half-written output
