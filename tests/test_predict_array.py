@@ -123,6 +123,10 @@ def test_default_chunk_rows_follows_the_model_size():
     assert 1024 <= pace <= 4096  # big rows: chunks that stay in cache
     assert 4096 <= small <= 32768  # cheap rows: chunks big enough to hide the call cost
     assert small > pace
+    # Depth does not shrink the chunk: what one op reads and writes counts, not the
+    # whole program's bytes (a five-network chain got 256-row chunks, 1.4x slower).
+    deep = default_chunk_rows(dense_net([111] + [111, 57, 111] * 5 + [107]))
+    assert deep >= pace
 
 
 def test_predict_stream_writes_blocks_in_order_and_stops_on_a_reader_error(rng):

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlnnkit import _atomic
+from mlnnkit._precision import is_float64
 from mlnnkit.errors import UserError
 from mlnnkit.export._onnx_check import OnnxCheck, OnnxExport, OnnxVerificationError, _check
 from mlnnkit.export._onnx_model import (
@@ -134,6 +135,32 @@ def _export_keras(model, io: _Interface, opset: int | None):
         return onnx.load(str(f))  # external data (large weights), if any, loaded inline
 
 
+def _all_float64(model):
+    """``model`` itself when every layer computes in float64, else a float64 copy (same
+    weights, cast): jax2onnx's double precision types every tensor as double but keeps a
+    cast to float32 inside a float32 part of a mixed model (a chain with a float32
+    scope), and onnxruntime refuses the file (e.g. a Concat of float inputs declared
+    double). The file computes everything in float64 either way."""
+    import keras
+
+    from mlnnkit._compat import flatten_layers
+
+    layers = flatten_layers(model, include_self=False)
+    if all(is_float64(getattr(layer, "dtype_policy", "float64")) for layer in layers):
+        return model
+
+    def as64(layer):
+        config = layer.get_config()
+        if "dtype" not in config:  # an operation (e.g. GetItem), not a layer: no dtype
+            return layer.__class__.from_config(config)
+        config["dtype"] = "float64"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=as64, recursive=True)
+    copy.set_weights([np.asarray(w, np.float64) for w in model.get_weights()])
+    return copy
+
+
 def _export_double(model, io: _Interface, opset: int | None):
     """jax2onnx in double precision (what Keras's exporter does not ask for)."""
     import jax
@@ -142,6 +169,7 @@ def _export_double(model, io: _Interface, opset: int | None):
     from mlnnkit._precision import enable_float64
 
     enable_float64()
+    model = _all_float64(model)
 
     def fn(x):
         return model(x, training=False)

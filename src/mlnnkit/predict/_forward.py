@@ -46,13 +46,16 @@ from mlnnkit.models import sample_shape as _sample_shape
 __all__ = ["Forward", "default_chunk_rows", "forward_for", "predict_array", "predict_stream"]
 
 # Chunk-size heuristic (see `default_chunk_rows`): a chunk's data should stay near the
-# cores while it flows through the layers (chunks that fall out of cache run up to 2x
-# slower), but a chunk must carry enough work to hide the cost of one call (~50-100 us with
-# the copies in and out). The target is XLA's (unfused) bytes-accessed estimate per chunk,
-# calibrated on 2 AMD EPYC cores (1 MB L2 each): best 2048-4096 rows for the
-# 111-111-57-111-107 tanh network (16-23 kB per row), 16384-32768 for 7-100-1 (3.5 kB).
-_CHUNK_BYTES_TARGET = 64 << 20
-_MIN_CHUNK_FLOPS = 8e6
+# cores while it flows from one compiled op to the next (chunks that fall out of cache run
+# up to 2x slower), but a chunk must carry enough work to hide the cost of one call (~50-100
+# us with the copies in and out). The working set is the compiled program's bytes accessed
+# per row divided by its ops (fusions, dots): what one op reads and writes. Whole-program
+# bytes made a five-network chain (85 ops) take 256-row chunks, 1.4x slower than 4096.
+# Calibrated on 2 Intel Xeon (AVX-512) cores and earlier on 2 AMD EPYC cores: best
+# 4096 rows for the 111-111-57-111-107 tanh network, physical or not, flags or not, and
+# for OC-SMART-style chains; 16384-32768 for 7-100-1.
+_OP_BYTES_TARGET = 2.5 * (1 << 20)
+_MIN_CHUNK_FLOPS = 2.5e7
 _MIN_CHUNK_ROWS = 256
 _MAX_CHUNK_ROWS = 65536
 
@@ -191,11 +194,19 @@ def forward_for(model, chunk_rows: int | None = None) -> Forward:
 
 
 def default_chunk_rows(model) -> int:
-    """Rows per compiled call that keep a chunk's data in cache and its work well above
-    the cost of one call, from XLA's own cost estimate of the model's forward pass.
+    """Rows per compiled call that keep each op's data in cache and a call's work well
+    above its fixed cost, from XLA's own cost estimate of the compiled forward pass.
 
-    For the 111-111-57-111-107 tanh network this gives 2048 or 4096 rows (4096 without
-    scaling layers); for a 7-100-1 network, 16384.
+    For the 111-111-57-111-107 tanh network (and chains of such networks, flags
+    included) this gives 4096 rows; for a 7-100-1 network, 16384. Compiling the estimate
+    costs up to a second for a chain, once per model and process.
+
+    Example:
+        >>> import keras
+        >>> net = keras.Sequential([keras.Input((7,)), keras.layers.Dense(100, activation="tanh"),
+        ...                         keras.layers.Dense(1)])
+        >>> default_chunk_rows(net)
+        16384
     """
     import jax
 
@@ -205,17 +216,37 @@ def default_chunk_rows(model) -> int:
     fn = _make_fn(model, dtype)
     fw = Forward(model, probe, sample_shape, dtype, fn)
     try:
-        cost = fn.lower(*fw.params(), jax.ShapeDtypeStruct((probe, *sample_shape), dtype))
-        cost = cost.cost_analysis()
-        if isinstance(cost, list):  # older JAX: one dict per computation
-            cost = cost[0]
-        flops = max(float(cost.get("flops", 0.0)) / probe, 1.0)
-        nbytes = max(float(cost.get("bytes accessed", 0.0)) / probe, 4.0)
+        lowered = fn.lower(*fw.params(), jax.ShapeDtypeStruct((probe, *sample_shape), dtype))
+        flops = max(float(_cost(lowered).get("flops", 0.0)) / probe, 1.0)
+        compiled = lowered.compile()
+        nbytes = max(float(_cost(compiled).get("bytes accessed", 0.0)) / probe, 4.0)
+        per_op = nbytes / _entry_ops(compiled.as_text())
     except Exception:  # noqa: BLE001 - a backend without cost analysis: plain default
         return 8192
-    rows = max(_CHUNK_BYTES_TARGET / nbytes, _MIN_CHUNK_FLOPS / flops)
+    rows = max(_OP_BYTES_TARGET / per_op, _MIN_CHUNK_FLOPS / flops)
     rows = 1 << round(np.log2(max(rows, 1.0)))
     return int(min(max(rows, _MIN_CHUNK_ROWS), _MAX_CHUNK_ROWS))
+
+
+def _cost(stage) -> dict:
+    cost = stage.cost_analysis()
+    if isinstance(cost, list):  # older JAX: one dict per computation
+        cost = cost[0]
+    return cost or {}
+
+
+_NOT_OPS = ("parameter", "constant", "tuple", "get-tuple-element", "bitcast")
+
+
+def _entry_ops(hlo_text: str) -> int:
+    """The instructions of a compiled HLO module's entry computation that read and write
+    memory (fusions, dots, copies, ...): not parameters, constants, tuples or bitcasts."""
+    import re
+
+    entry = hlo_text[hlo_text.find("\nENTRY") :]
+    entry = entry[: entry.find("\n}")]
+    kinds = re.findall(r"^\s*(?:ROOT )?%\S+ = \S+ ([\w-]+)\(", entry, flags=re.MULTILINE)
+    return max(1, sum(k not in _NOT_OPS for k in kinds))
 
 
 def _output_like(fw: Forward, n: int):

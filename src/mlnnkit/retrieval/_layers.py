@@ -62,6 +62,24 @@ class _NoWeights(keras.layers.Layer):
         return list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
 
 
+def _runs(columns: Sequence[Sequence[int]]) -> list[list[int]]:
+    """``[source, column]`` pairs as runs ``[source, start, stop]`` of consecutive columns
+    of one source: each run becomes one slice (a gather of single columns lowers to
+    transposes and copies that cost XLA's CPU backend more than a network layer)."""
+    runs: list[list[int]] = []
+    for s, c in columns:
+        if runs and runs[-1][0] == s and runs[-1][2] == c:
+            runs[-1][2] = c + 1
+        else:
+            runs.append([s, c, c + 1])
+    return runs
+
+
+def _pick(xs: Sequence, runs: list[list[int]], dtype):
+    parts = [ops.cast(xs[s][:, a:b], dtype) for s, a, b in runs]
+    return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
+
+
 @keras.saving.register_keras_serializable(package="mlnnkit")
 class PickColumns(_NoWeights):
     """Columns of several tensors side by side: ``out[:, j] = inputs[s_j][:, c_j]``.
@@ -84,19 +102,10 @@ class PickColumns(_NoWeights):
         if not self.columns:
             raise ValueError("PickColumns needs at least one [source, column] pair")
         self.names = [str(n) for n in names] if names is not None else None
-        # Runs of consecutive columns of one source become one slice each.
-        runs: list[list[int]] = []
-        for s, c in self.columns:
-            if runs and runs[-1][0] == s and runs[-1][2] == c:
-                runs[-1][2] = c + 1
-            else:
-                runs.append([s, c, c + 1])
-        self._runs = runs
+        self._runs = _runs(self.columns)
 
     def call(self, inputs):
-        xs = self._flat(inputs)
-        parts = [ops.cast(xs[s][:, a:b], self.compute_dtype) for s, a, b in self._runs]
-        return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
+        return _pick(self._flat(inputs), self._runs, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         first = input_shape[0] if isinstance(input_shape[0], (list, tuple)) else input_shape
@@ -157,8 +166,8 @@ class ScopeError(_NoWeights):
 
     def call(self, inputs):
         x, y = self._flat(inputs)
-        x = ops.take(ops.cast(x, self.compute_dtype), np.asarray(self.x_columns), axis=1)
-        y = ops.take(ops.cast(y, self.compute_dtype), np.asarray(self.y_columns), axis=1)
+        x = _pick([x], _runs([[0, c] for c in self.x_columns]), self.compute_dtype)
+        y = _pick([y], _runs([[0, c] for c in self.y_columns]), self.compute_dtype)
         if self.metric == "mean_rel":
             return ops.mean(ops.abs(y / x - 1.0), axis=1, keepdims=True)
         return ops.sum(ops.abs(y - x), axis=1, keepdims=True)
