@@ -27,7 +27,8 @@ def chain_(
         typer.Option(
             "--scope",
             help="Autoassociative network (.keras) run first on the chain's inputs; its "
-            "reconstruction error becomes the output scope_error and the out_of_scope flag.",
+            "reconstruction error becomes the output scope_error and the out_of_scope flag. "
+            "Import it with --dtype float64 for a scope_error exact to float64 (slower).",
         ),
     ] = None,
     scope_metric: Annotated[
