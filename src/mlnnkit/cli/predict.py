@@ -157,7 +157,7 @@ def predict(
 
     def opened(source) -> None:
         bar.add(source)
-        typer.echo(f"{source.path}: inputs {', '.join(source.columns)} ({source.order})")
+        typer.echo(f"{source.path}: inputs {_names_line(source.columns)} ({source.order})")
 
     with _Progress(show, len(jobs)) as bar:
         kwargs = {
@@ -291,3 +291,12 @@ def _rate_column():
             return Text(f"{rate / 1e6:.2f} M rows/s" if rate >= 1e6 else f"{rate:,.0f} rows/s")
 
     return RateColumn()
+
+
+def _names_line(names: list[str], head: int = 6, tail: int = 3) -> str:
+    """The names in order; a long list as its first and last few and how many in all
+    (PACE's 111 inputs filled a screen), enough to see the order is the model's."""
+    if len(names) <= head + tail + 2:
+        return ", ".join(names)
+    return f"{', '.join(names[:head])}, ..., {', '.join(names[-tail:])} ({len(names)} in all)"
+
