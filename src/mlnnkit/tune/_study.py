@@ -1,4 +1,4 @@
-# Over 400 lines: the study settings, its checks and the worker loop share one state; split with the resume work.
+# Over 400 lines: the study settings, its checks and the worker loop share one state (the study), so they stay together.
 """A study around ``mlnnkit.train.run``: settings, checks at the door, the worker loop.
 
 Every trial is ``train.run(trial_config, None, extra_callbacks=[PruningCallback], data=ds)``,
