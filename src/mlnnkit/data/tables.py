@@ -10,7 +10,7 @@ named ``name[0]``, ``name[1]``, ... and selectable as a whole by its name).
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -93,6 +93,39 @@ def _read_table(path: Path):
     raise UserError(f"{path}: unsupported table type {suffix!r} (use .csv, .parquet or .npz)")
 
 
+def match_columns(columns: Sequence[str], items: Sequence[str], *, blocks: bool = False) -> list[str]:
+    """The ``columns`` that ``items`` name, each once, in the order of ``items``; a glob
+    item (``Rrs_*``) gives its matches in the order of ``columns`` (the file's order).
+
+    Args:
+        columns: the available names, in the file's order.
+        items: names or glob patterns (``*``, ``?``, ``[...]``).
+        blocks: also match ``name`` to the columns ``name[0]``, ``name[1]``, ... of a 2-D
+            npz array (default False).
+
+    Raises:
+        LookupError: with the first item that matches nothing as its argument.
+
+    Example:
+        >>> match_columns(["Rrs_412", "Rrs_443", "chl"], ["chl", "Rrs_*"])
+        ['chl', 'Rrs_412', 'Rrs_443']
+    """
+    chosen: list[str] = []
+    for item in items:
+        if item in columns:
+            hits = [item]
+        elif any(ch in item for ch in "*?["):
+            hits = [c for c in columns if fnmatch.fnmatchcase(c, item)]
+        elif blocks:
+            hits = [c for c in columns if c.startswith(item + "[")]  # npz 2-D block
+        else:
+            hits = []
+        if not hits:
+            raise LookupError(item)
+        chosen.extend(h for h in hits if h not in chosen)
+    return chosen
+
+
 def select_columns(columns, spec: list[str] | str, *, what: str = "columns", where: str = "") -> list[str]:
     """Resolve a column spec (list, comma list, globs, npz block names) against ``columns``."""
     columns = [str(c) for c in columns]
@@ -100,21 +133,11 @@ def select_columns(columns, spec: list[str] | str, *, what: str = "columns", whe
     items = [s for s in items if s]
     if not items:
         raise UserError(f"{where}{what}: no columns given")
-    chosen: list[str] = []
-    for item in items:
-        if item in columns:
-            hits = [item]
-        elif any(ch in item for ch in "*?["):
-            hits = [c for c in columns if fnmatch.fnmatchcase(c, item)]
-        else:
-            hits = [c for c in columns if c.startswith(item + "[")]  # npz 2-D block
-        if not hits:
-            shown = ", ".join(columns[:12]) + (" ..." if len(columns) > 12 else "")
-            raise UserError(f"{where}{what}: no column matches {item!r} (columns: {shown})")
-        if any(ch in item for ch in "*?["):
-            hits = [c for c in columns if c in hits]  # file order
-        chosen.extend(h for h in hits if h not in chosen)
-    return chosen
+    try:
+        return match_columns(columns, items, blocks=True)
+    except LookupError as e:
+        shown = ", ".join(columns[:12]) + (" ..." if len(columns) > 12 else "")
+        raise UserError(f"{where}{what}: no column matches {e.args[0]!r} (columns: {shown})") from None
 
 
 def to_arrays(df, features, targets, *, where: str = "") -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:

@@ -8,7 +8,6 @@ A file kind is one module of :mod:`mlnnkit.predict` (``_npy``, ``_csv``, ...) ho
 
 from __future__ import annotations
 
-import fnmatch
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -18,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from mlnnkit.data.tables import match_columns
 from mlnnkit.errors import UserError
 
 # Rows moved per block between the reader, the compute threads and the writer: about
@@ -41,17 +41,10 @@ def _choose(available: list[str], spec, n: int, model_names, *, path, what: str)
     items = _split_names(spec)
     shown = ", ".join(available[:12]) + (" ..." if len(available) > 12 else "")
     if items is not None:
-        chosen: list[str] = []
-        for item in items:
-            if item in available:
-                hits = [item]
-            elif any(ch in item for ch in "*?["):
-                hits = [a for a in available if fnmatch.fnmatchcase(a, item)]
-            else:
-                hits = []
-            if not hits:
-                raise UserError(f"{path}: no {what} {item!r} (the file has: {shown})")
-            chosen.extend(h for h in hits if h not in chosen)
+        try:
+            chosen = match_columns(available, items)
+        except LookupError as e:
+            raise UserError(f"{path}: no {what} {e.args[0]!r} (the file has: {shown})") from None
         if len(chosen) != n:
             raise UserError(
                 f"{path}: --inputs chose {len(chosen)} {what}s ({', '.join(chosen[:8])}"
