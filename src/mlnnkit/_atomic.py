@@ -102,7 +102,7 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     Returns the removed paths (and says so in one line through :data:`notify`).
 
     Example:
-        >>> remove_stale_temporaries("run/model.keras")  # doctest: +SKIP
+        >>> remove_stale_temporaries("model.keras")   # nothing left by a dead process here
         []
     """
     path = Path(path)
@@ -278,8 +278,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     module docstring).
 
     Example:
-        >>> with atomic_path("run/model.keras") as tmp:  # doctest: +SKIP
-        ...     model.save(tmp)
+        >>> with atomic_path("notes.txt") as tmp:
+        ...     _ = tmp.write_text("written whole or not at all")
+        >>> Path("notes.txt").read_text()
+        'written whole or not at all'
     """
     path = Path(path)
     make_dir(path.parent)

@@ -10,10 +10,12 @@ mlnnkit adds two optional root attributes, ``input_names`` and ``output_names``,
 network has names; OC-SMART ignores them.
 
 Example:
-    >>> spec = read("PACE_Lrc_aaNN.H5")  # doctest: +SKIP
-    >>> spec.sizes                        # doctest: +SKIP
+    >>> spec = read("PACE_Lrc_aaNN.H5")
+    >>> spec.sizes
     [111, 111, 57, 111, 107]
-    >>> write(spec, "copy.h5")            # doctest: +SKIP
+    >>> write(spec, "copy.h5")
+    >>> read("copy.h5").sizes
+    [111, 111, 57, 111, 107]
 """
 
 from __future__ import annotations
