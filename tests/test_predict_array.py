@@ -124,7 +124,7 @@ def test_default_chunk_rows_follows_the_model_size():
     assert 4096 <= small <= 32768  # cheap rows: chunks big enough to hide the call cost
     assert small > pace
     # Depth does not shrink the chunk: what one op reads and writes counts, not the
-    # whole program's bytes (a five-network chain got 256-row chunks, 1.4x slower).
+    # whole program's bytes (a five-network chain got 256-row chunks, ~1.15x slower).
     deep = default_chunk_rows(dense_net([111] + [111, 57, 111] * 5 + [107]))
     assert deep >= pace
 

@@ -50,7 +50,7 @@ __all__ = ["Forward", "default_chunk_rows", "forward_for", "predict_array", "pre
 # up to 2x slower), but a chunk must carry enough work to hide the cost of one call (~50-100
 # us with the copies in and out). The working set is the compiled program's bytes accessed
 # per row divided by its ops (fusions, dots): what one op reads and writes. Whole-program
-# bytes made a five-network chain (85 ops) take 256-row chunks, 1.4x slower than 4096.
+# bytes made a five-network chain (85 ops) take 256-row chunks, ~1.15x slower than 4096.
 # Calibrated on 2 Intel Xeon (AVX-512) cores and earlier on 2 AMD EPYC cores: best
 # 4096 rows for the 111-111-57-111-107 tanh network, physical or not, flags or not, and
 # for OC-SMART-style chains; 16384-32768 for 7-100-1.
