@@ -193,7 +193,7 @@ def test_failed_check_leaves_nothing_and_keeps_old_file(cli, tmp_path):
 @needs_onnx
 def test_format_option_and_rawh5_options(cli, tmp_path):
     write_ocsmart(tmp_path / "net.h5", [3, 4, 2], seed=2)
-    code, out, err = cli("export", tmp_path / "net.h5", "-o", tmp_path / "net.bin",
+    code, _out, err = cli("export", tmp_path / "net.h5", "-o", tmp_path / "net.bin",
                          "--format", "onnx", "--samples", "100")  # fmt: skip
     assert code == 0, err
     assert _session(tmp_path / "net.bin").get_inputs()[0].name == "inputs"

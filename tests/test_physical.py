@@ -62,6 +62,8 @@ def _model(layer_cls, kinds, dtype):
     "layer_cls,vocab", [(InputTransform, INPUT_TRANSFORMS), (OutputTransform, OUTPUT_TRANSFORMS)]
 )
 def test_every_transform_matches_numpy(layer_cls, vocab, dtype, rtol):
+    if dtype == "float64":
+        mlnnkit.float64()  # the documented switch (the layers only warn without it)
     kinds = list(vocab) * 2
     x = _columns(kinds)
     model = _model(layer_cls, kinds, dtype)
@@ -197,6 +199,7 @@ print(mlnnkit.io_names(m))
 
 
 def test_float64_physical_model_round_trips_in_float64(tmp_path):
+    mlnnkit.float64()  # the documented switch (the layers only warn without it)
     model = _physical_model("float64")
     path = tmp_path / "phys64.keras"
     model.save(path)
@@ -455,7 +458,7 @@ def test_unknown_family_is_refused_naming_families_and_options(cli, tmp_path):
     model = keras.saving.load_model(tmp_path / "m.keras")
     assert model.get_layer("input_transform").transforms == ["cos_deg"] + ["identity"] * 4
     assert mlnnkit.io_names(model)[0] == ["solz", "a", "b", "c", "d"]
-    code, out, err = cli("import", path, "--transforms", "log10:6", "-o", tmp_path / "x.keras")
+    code, _out, err = cli("import", path, "--transforms", "log10:6", "-o", tmp_path / "x.keras")
     assert code == 2 and "--transforms: 'log10:6': the network has 5 inputs" in err
 
 
@@ -585,7 +588,7 @@ def test_predict_scene_with_non_positive_pixels(cli, tmp_path):
     names = ["sun_zenith", "view_zenith", "temperature", "rw_443", "rw_560"]
     ds = xr.Dataset({n: (("y", "x"), x[:, i].reshape(h, w)) for i, n in enumerate(names)})
     ds.to_netcdf(tmp_path / "g.nc")
-    code, out, err = cli("predict", tmp_path / "m.keras", tmp_path / "g.nc", "-o", tmp_path / "o.nc")
+    code, _out, err = cli("predict", tmp_path / "m.keras", tmp_path / "g.nc", "-o", tmp_path / "o.nc")
     assert code == 0, err
     with xr.open_dataset(tmp_path / "o.nc") as o:
         y = np.stack([o[n].values.reshape(-1) for n in ("apig", "bpart", "x")], axis=1)
@@ -624,7 +627,7 @@ def test_fixtures_physical_match_the_processors_to_1e_5(cli, tmp_path, fixtures_
 
     for net in sorted((fixtures_dir / "c2rcc").glob("*.net")):
         spec = ffbp.read(net)
-        code, out, err = cli("import", net, "--physical", "-o", tmp_path / "c.keras",
+        code, _out, err = cli("import", net, "--physical", "-o", tmp_path / "c.keras",
                              "--samples", "2000")  # fmt: skip
         assert code == 0, err
         model = keras.saving.load_model(tmp_path / "c.keras")
