@@ -216,3 +216,49 @@ def test_chain_cli_and_inspect(tmp_path, cli):
     assert code == 2 and "--output" in err
     code, _, err = cli("chain", tmp_path / "a.keras", "--scope-threshold", "0.1", "-o", out)
     assert code == 2 and "need --scope" in err
+
+
+def test_chain_maps_each_input_once_and_cancels_inverse_maps():
+    """The chain's inputs go through one shared InputTransform; a step taking an earlier
+    step's pow10 output through log10 takes the network value itself; any other map of an
+    earlier output (ln of a pow10 output here) is applied to the physical value."""
+    rrs = phys_net(["Lrc_1", "Lrc_2", "Lrc_3"], ["Rrs_1", "Rrs_2"], "rrs", seed=1)
+    aph = phys_net(["Rrs_2", "Rrs_1", "Lrc_3"], ["aph_1"], "aph", seed=2)
+    odd = phys_net(["Rrs_1", "Lrc_1"], ["odd_1"], "odd", in_tf="ln", lo=-7.0, seed=3)
+    model = chain([rrs, aph, odd])
+    transforms = [l for l in model.layers if isinstance(l, InputTransform)]
+    assert [l.name for l in transforms] == ["chain_inputs__transform", "odd__input_transform"]
+    # odd takes Lrc_1 through ln, the others through log10: that column is mapped twice.
+    assert transforms[0].names == ["Lrc_1", "Lrc_2", "Lrc_3", "Lrc_1"]
+    assert transforms[0].transforms == ["log10"] * 3 + ["ln"]
+    assert transforms[1].names == ["Rrs_1"]  # ln of a pow10 output: the physical value
+    x = scene(400, 3)
+    x[7, 2] = 0.0  # a log of zero in a shared column: the whole row is NaN
+    y = mlnnkit.predict_array(model, x)
+    r = mlnnkit.predict_array(rrs, x)
+    a = mlnnkit.predict_array(aph, np.c_[r[:, 1], r[:, 0], x[:, 2]])
+    o = mlnnkit.predict_array(odd, np.c_[r[:, 0], x[:, 0]])
+    assert np.isnan(y[7]).all()
+    ok = np.arange(400) != 7
+    np.testing.assert_allclose(y[ok], np.c_[r, a, o][ok], rtol=1e-5)
+
+
+def test_chain_flags_are_the_steps_flags_ored():
+    """Bits 1, 2, 4 and 16 of a chain are those of its networks run one by one, OR-ed,
+    also where two networks take the same column with different ranges (each shared
+    column is tested once, against the intersection of the ranges)."""
+    rrs = phys_net(["Lrc_1", "Lrc_2"], ["Rrs_1", "Rrs_2"], "rrs", lo=-2.5, hi=-0.5, seed=1)
+    aph = phys_net(["Rrs_2", "Lrc_1"], ["aph_1"], "aph", lo=-3.0, hi=0.0, seed=2)
+    model = chain([rrs, aph])
+    x = scene(3000, 2, seed=5)
+    x[11, 0] = -1.0
+    y, f = mlnnkit.predict_array(model, x, flags=True)
+    r, fr = mlnnkit.predict_array(rrs, x, flags=True)
+    _, fa = mlnnkit.predict_array(aph, np.c_[r[:, 1], x[:, 0]], flags=True)
+    assert f[11] & 16 and np.isnan(y[11]).all()
+    np.testing.assert_array_equal(f, fr | fa)
+    with np.errstate(invalid="ignore"):
+        lrc = np.log10(x[:, 0])
+    between = (lrc > -3.0) & (lrc < -2.5)  # inside aph's range, outside rrs's
+    assert between.any() and (f[between] & 1).all()
+    assert len(set((f & 7).tolist())) > 3  # the bits vary

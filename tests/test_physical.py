@@ -705,3 +705,28 @@ def test_finetune_physical_matchups_lowers_mdsa_and_keeps_fixed_layers(cli, tmp_
     for name in ("input_transform", "input_scaling", "output_scaling", "output_transform"):
         assert tuned.get_layer(name).get_config() == orig.get_layer(name).get_config()
     assert (tmp_path / "run" / "model.h5").exists()  # the bare network, exported
+
+
+@pytest.mark.parametrize(
+    "layer_cls,kinds",
+    [
+        (InputTransform, ["cos_deg"] * 2 + ["log10"] * 10 + ["identity"]),
+        (OutputTransform, ["exp"] + ["pow10"] * 6 + ["identity"]),
+    ],
+)
+def test_mostly_one_transform_matches_numpy_with_invalid_values(layer_cls, kinds):
+    """One map on 3/4 of the columns or more (PACE: 3 cos, 108 log10) runs over every
+    column and the others are written over theirs: the same values, NaN where due."""
+    x = _columns(kinds)[:200]
+    x[0, 0] = np.nan  # a minority column
+    x[1, 5] = np.inf  # a majority column
+    x[2, 4] = 0.0 if layer_cls is InputTransform else -np.inf
+    x[3, -1] = -np.inf
+    y = np.asarray(_model(layer_cls, kinds, "float32")(x.astype("float32")), np.float64)
+    want = np.stack([transform_numpy(k, x[:, j]) for j, k in enumerate(kinds)], axis=1)
+    if layer_cls is OutputTransform:
+        want[~np.isfinite(x)] = np.nan  # NaN in gives NaN out; so does +-Inf
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(want))
+    ok = np.isfinite(want)
+    scale = np.maximum(np.abs(np.where(ok, want, 0)).max(axis=0), 1.0)
+    assert (np.abs(np.where(ok, y - want, 0)) / scale).max() < 2e-5

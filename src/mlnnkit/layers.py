@@ -374,7 +374,22 @@ class _Transform(keras.layers.Layer):
                 runs.append([t, k, k + 1])
         if len(runs) == 1:
             return fn(runs[0][0], x)
-        return ops.concatenate([fn(t, x[..., a:b]) for t, a, b in runs], axis=-1)
+        width: dict[str, int] = {}
+        for t, a, b in runs:
+            width[t] = width.get(t, 0) + b - a
+        base = max(width, key=width.get)
+        if 4 * (self.size - width[base]) > self.size:
+            return ops.concatenate([fn(t, x[..., a:b]) for t, a, b in runs], axis=-1)
+        # One map covers three quarters of the columns or more (PACE: 108 log10, 3 cos):
+        # it maps every column and the few others are written over their runs in place,
+        # one pass over the values instead of a map and a join (values of the wrong map
+        # there, NaN or not, are replaced).
+        y = fn(base, x)
+        lead = (0,) * (len(x.shape) - 1)
+        for t, a, b in runs:
+            if t != base:
+                y = ops.slice_update(y, (*lead, a), fn(t, x[..., a:b]))
+        return y
 
     def _nan(self, x):
         return ops.full_like(x, np.nan)

@@ -154,12 +154,17 @@ def _chain_interface(model, info, shape, in_names, out_names) -> _Interface:
                      and type(l).__name__ == "InputScaling"), None)  # fmt: skip
         if scal is None or scal.minimum is None:
             continue
-        tr = next((l for n, l in by_name.items() if n.startswith(pre)
-                   and type(l).__name__ == "InputTransform"), None)  # fmt: skip
+        # The step's input transforms: in its record (chains since the transforms are
+        # shared), else its own InputTransform layer (chains saved before).
+        kinds = step.get("input_transforms")
+        if kinds is None:
+            tr = next((l for n, l in by_name.items() if n.startswith(pre)
+                       and type(l).__name__ == "InputTransform"), None)  # fmt: skip
+            kinds = tr.transforms if tr is not None else None
         a, b = np.asarray(scal.minimum), np.asarray(scal.maximum)
-        if tr is not None:
-            a, b = _columns(tr.transforms, a[None], inverse=True)[0], _columns(
-                tr.transforms, b[None], inverse=True)[0]  # fmt: skip
+        if kinds is not None:
+            a, b = _columns(kinds, a[None], inverse=True)[0], _columns(
+                kinds, b[None], inverse=True)[0]  # fmt: skip
             a, b = np.minimum(a, b), np.maximum(a, b)
         for j, n in enumerate(step["inputs"]):
             if n in info["input_names"]:

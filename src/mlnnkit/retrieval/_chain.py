@@ -9,7 +9,11 @@ input tensor ``inputs`` (rows x the chain's input variables) and one output tens
 step's outputs, then ``scope_error``), whose last layer
 (:class:`~mlnnkit.retrieval._layers.ChainOutputs`) records the names and the steps. Each
 step's layers are copied into the chain (named ``<step>__<layer>``), so the whole chain,
-its flags included (:func:`mlnnkit.retrieval.flags_model`), compiles to one program.
+its flags included (:func:`mlnnkit.retrieval.flags_model`), compiles to one program. The
+steps' input transforms are not copied: the chain maps each input column once
+(``chain_inputs__transform``) for every step taking it, and a step taking an earlier
+step's ``pow10`` (``exp``) output through ``log10`` (``ln``) takes that step's value in
+network variables, before its output transform (the two maps cancel exactly).
 
 Example:
     >>> import mlnnkit
@@ -110,21 +114,45 @@ def _step_name(model: keras.Model, taken: set[str]) -> str:
     return name
 
 
-def _inline(model: keras.Model, layers: list, x, prefix: str):
-    """Apply copies of ``layers`` (with their weights) to ``x``; returns the output and
-    the tensor that enters the step's InputScaling (None if it has none)."""
-    from mlnnkit.layers import InputScaling
+def _clone(layer, prefix: str, x):
+    """A copy of ``layer`` (with its weights) named ``<prefix>__<name>``, applied to ``x``."""
+    cfg = layer.get_config()
+    cfg["name"] = f"{prefix}__{layer.name}"
+    clone = type(layer).from_config(cfg)
+    y = clone(x)
+    clone.set_weights(layer.get_weights())
+    return y
 
-    net_in = None
-    for layer in layers:
-        cfg = layer.get_config()
-        cfg["name"] = f"{prefix}__{layer.name}"
-        clone = type(layer).from_config(cfg)
-        if isinstance(layer, InputScaling) and net_in is None:
-            net_in = x
-        x = clone(x)
-        clone.set_weights(layer.get_weights())
-    return x, net_in
+
+#: (a step's input transform, the output transform of the earlier step it takes the
+#: variable from) pairs that cancel: the step takes the earlier step's value in network
+#: variables (log10 of ``10**y`` is y), which is one map less each way and exact.
+_CANCEL = {("log10", "pow10"), ("ln", "exp")}
+
+
+def _split(layers: list) -> tuple[list[str] | None, list, Any]:
+    """A step's layers as (its input transforms or None, the layers between, its
+    OutputTransform or None)."""
+    from mlnnkit.layers import InputTransform, OutputTransform
+
+    tr_in = layers[0] if layers and isinstance(layers[0], InputTransform) else None
+    rest = layers[1:] if tr_in is not None else list(layers)
+    tr_out = rest[-1] if rest and isinstance(rest[-1], OutputTransform) else None
+    core = rest[:-1] if tr_out is not None else rest
+    return (list(tr_in.transforms) if tr_in is not None else None), core, tr_out
+
+
+def _wire(sources: list, *, name: str, names: list[str], dtype: str):
+    """PickColumns over ``sources`` (``(tensor, column)`` pairs), the tensors deduplicated."""
+    srcs: list = []
+    cols = []
+    for t, c in sources:
+        if not any(t is u for u in srcs):
+            srcs.append(t)
+        cols.append([next(i for i, u in enumerate(srcs) if u is t), int(c)])
+    return PickColumns(cols, names=names, dtype=dtype, name=name)(
+        srcs if len(srcs) > 1 else srcs[0]
+    )
 
 
 def _match(patterns: Sequence[str], names: list[str], what: str) -> list[str]:
@@ -262,30 +290,66 @@ def chain(
         else "float32"
     )
     x = keras.Input((len(chain_inputs),), dtype=dtype, name="inputs")
-    step_out: dict[int, Any] = {}
-    outputs, out_names, checks, records = [], [], [x], []
+    from mlnnkit.layers import InputTransform
+
+    # Every step runs without its own transform layers: the chain maps each of its input
+    # columns once (one InputTransform shared by every step taking that column with that
+    # map), and a step taking an earlier step's output through the inverse of that step's
+    # output transform (log10 of a pow10 output) takes the value in network variables.
+    for e in entries:
+        e["in_kinds"], e["core"], e["tr_out"] = _split(e["layers"])
+        e["kinds"] = e["in_kinds"] or ["identity"] * len(e["inputs"])
+    xt_pairs: list[tuple[int, str]] = []
+    for e in entries:
+        for s, kind in zip(e["sources"], e["kinds"]):
+            if s[0] == "input" and (s[1], kind) not in xt_pairs:
+                xt_pairs.append((s[1], kind))
+    if xt_pairs == [(c, k) for c, (_, k) in enumerate(xt_pairs)]:
+        picked_x = x  # each input column once, in order: nothing to pick
+    else:
+        picked_x = _wire([(x, c) for c, _ in xt_pairs], name="chain_inputs__pick",
+                         names=[chain_inputs[c] for c, _ in xt_pairs], dtype=dtype)  # fmt: skip
+    xt = InputTransform(
+        [k for _, k in xt_pairs], names=[chain_inputs[c] for c, _ in xt_pairs], dtype=dtype,
+        name="chain_inputs__transform",
+    )(picked_x)  # fmt: skip
+    core_out: dict[int, Any] = {}
+    phys_out: dict[int, Any] = {}
+    outputs, out_names, checks, records = [], [], [xt], []
     scope_err = None
     for k, e in enumerate(entries):
-        # The step's tensor sources (the chain input first, then earlier steps' outputs).
-        srcs: list = []
-        cols = []
-        for s in e["sources"]:
-            t = x if s[0] == "input" else step_out[s[1]]
-            if not any(t is u for u in srcs):
-                srcs.append(t)
-            idx = next(i for i, u in enumerate(srcs) if u is t)
-            cols.append([idx, s[-1]])
         step_dtype = str(e["model"].inputs[0].dtype)
         step_dtype = "float64" if "float64" in step_dtype else "float32"
-        picked = PickColumns(
-            cols, names=e["inputs"], dtype=step_dtype, name=f"{e['name']}__inputs"
-        )(srcs if len(srcs) > 1 else srcs[0])
-        y, net_in = _inline(e["model"], e["layers"], picked, e["name"])
-        if net_in is not None:
-            checks.append(net_in)
-        step_out[k] = y
+        wired: list = []
+        mapped: list[tuple[Any, int]] = []  # earlier steps' physical outputs to transform
+        mapped_kinds: list[str] = []
+        for s, kind in zip(e["sources"], e["kinds"]):
+            if s[0] == "input":
+                wired.append((xt, xt_pairs.index((s[1], kind))))
+                continue
+            src = entries[s[1]]
+            out_kind = list(src["tr_out"].transforms)[s[2]] if src["tr_out"] else "identity"
+            if (kind, out_kind) in _CANCEL:
+                wired.append((core_out[s[1]], s[2]))
+            else:
+                wired.append(("mapped", len(mapped)))
+                mapped.append((phys_out[s[1]], s[2]))
+                mapped_kinds.append(kind)
+        if mapped:
+            mapped_names = [n for (t, _), n in zip(wired, e["inputs"]) if t == "mapped"]
+            m = InputTransform(
+                mapped_kinds, names=mapped_names, dtype=step_dtype,
+                name=f"{e['name']}__input_transform",
+            )(_wire(mapped, name=f"{e['name']}__mapped", names=mapped_names, dtype=step_dtype))
+            checks.append(m)
+            wired = [(m, c) if t == "mapped" else (t, c) for t, c in wired]
+        y = net_in = _wire(wired, name=f"{e['name']}__inputs", names=e["inputs"], dtype=step_dtype)
+        for layer in e["core"]:
+            y = _clone(layer, e["name"], y)
+        core_out[k] = y
+        phys_out[k] = _clone(e["tr_out"], e["name"], y) if e["tr_out"] is not None else y
         records.append({"name": e["name"], "role": e["role"], "inputs": e["inputs"],
-                        "outputs": e["outputs"]})  # fmt: skip
+                        "outputs": e["outputs"], "input_transforms": e["in_kinds"]})  # fmt: skip
         if e["role"] == "scope":
             pats = scope_variables
             if isinstance(pats, str):
@@ -297,19 +361,37 @@ def chain(
                     f"scope {e['where']}: output {missing[0]!r} is not one of its inputs; a scope "
                     "network reconstructs its inputs (choose --scope-variables among them)"
                 )
+            x_cols = [e["inputs"].index(v) for v in variables]
+            y_cols = [e["outputs"].index(v) for v in variables]
+            out_kinds = list(e["tr_out"].transforms) if e["tr_out"] is not None else []
+            pairs = {(e["kinds"][i], out_kinds[j] if out_kinds else "identity")
+                     for i, j in zip(x_cols, y_cols)}  # fmt: skip
+            if scope_metric == "mean_rel" and len(pairs) == 1 and pairs <= _CANCEL:
+                # OC-SMART's |x'/x - 1| from the logs the networks see: 10**(y' - log10 x)
+                # - 1, one map less than rebuilding x' (and the ratio no less exact).
+                scope_in, scope_out, logs = net_in, core_out[k], next(iter(pairs))[0]
+            else:
+                scope_in = _wire(
+                    [(x, s[1]) if s[0] == "input" else (phys_out[s[1]], s[2])
+                     for s in e["sources"]],
+                    name=f"{e['name']}__physical_inputs", names=e["inputs"], dtype=step_dtype,
+                )  # fmt: skip
+                scope_out, logs = phys_out[k], None
             scope_err = ScopeError(
-                scope_metric, [e["inputs"].index(v) for v in variables],
-                [e["outputs"].index(v) for v in variables], float(scope_threshold),
-                variables=variables, dtype=dtype, name=SCOPE_OUTPUT,
-            )([picked, y])  # fmt: skip
+                scope_metric, x_cols, y_cols, float(scope_threshold), variables=variables,
+                logs=logs, dtype=dtype, name=SCOPE_OUTPUT,
+            )([scope_in, scope_out])  # fmt: skip
             scope_record = {"metric": scope_metric, "variables": variables,
                             "threshold": float(scope_threshold), "step": e["name"]}  # fmt: skip
         else:
-            outputs.append(y)
+            outputs.append(phys_out[k])
             out_names += e["outputs"]
     if scope_err is not None:
         outputs.append(scope_err)
         out_names.append(SCOPE_OUTPUT)
+    # The checks: the mapped chain inputs (every input column is among them, and a NaN,
+    # an Inf or a log of a non-positive value is NaN there) and every mapped earlier
+    # output. A network's output is NaN only when its input is, so they need none.
     out = ChainOutputs(
         len(outputs), chain_inputs, out_names, records,
         scope_record if scope_err is not None else None, dtype=dtype, name="chain_outputs",

@@ -40,7 +40,13 @@ from typing import Any
 import numpy as np
 
 from mlnnkit.errors import UserError
-from mlnnkit.retrieval._layers import FLAG_BITS, QualityFlags, ScopeError
+from mlnnkit.retrieval._layers import (
+    FLAG_BITS,
+    ChainOutputs,
+    PickColumns,
+    QualityFlags,
+    ScopeError,
+)
 
 __all__ = [
     "DEFAULT_LIMIT_MARGIN",
@@ -110,7 +116,19 @@ def flags_model(model, limit_margin: float = DEFAULT_LIMIT_MARGIN):
     # (out_of_scope), not by their ranges (as in C2RCC and OC-SMART); its inputs are tested.
     info = chain_info(model)
     scope_prefix = f"{info['scope']['step']}__" if info and info["scope"] else None
-    ins, in_ranges, outs, out_ranges, scopes, thresholds = [], [], [], [], [], []
+    picks = {id(l.output): l for l in model.layers if isinstance(l, PickColumns)}
+    tested: list = []  # tensors whose columns enter an InputScaling, and their bounds
+    bounds: dict[int, list] = {}
+    outs, out_ranges, scopes, thresholds = [], [], [], []
+
+    def bound(t, col, lo, hi):
+        if id(t) not in bounds:
+            tested.append(t)
+            n = int(t.shape[-1])
+            bounds[id(t)] = [np.full(n, -np.inf), np.full(n, np.inf)]
+        b = bounds[id(t)]
+        b[0][col], b[1][col] = max(b[0][col], lo), min(b[1][col], hi)
+
     for layer in model.layers:
         if (
             scope_prefix
@@ -119,18 +137,37 @@ def flags_model(model, limit_margin: float = DEFAULT_LIMIT_MARGIN):
         ):
             continue
         if isinstance(layer, InputScaling) and layer.minimum is not None:
-            ins.append(layer.input)
-            in_ranges.append([layer.minimum, layer.maximum])
+            # A chain's networks take their inputs picked from shared tensors (the chain's
+            # mapped inputs, an earlier network's outputs): each shared column is tested
+            # once, against the intersection of the ranges of the networks taking it.
+            pick = picks.get(id(layer.input))
+            srcs = None
+            if pick is not None:
+                srcs = pick.input if isinstance(pick.input, (list, tuple)) else [pick.input]
+            for j, (lo, hi) in enumerate(zip(layer.minimum, layer.maximum)):
+                if srcs is None:
+                    bound(layer.input, j, lo, hi)
+                else:
+                    s, c = pick.columns[j]
+                    bound(srcs[s], c, lo, hi)
         elif isinstance(layer, OutputScaling) and layer.minimum is not None:
             outs.append(layer.output)
             out_ranges.append([layer.minimum, layer.maximum])
         elif isinstance(layer, ScopeError):
             scopes.append(layer.output)
             thresholds.append(layer.threshold)
+    in_ranges = [[bounds[id(t)][0].tolist(), bounds[id(t)][1].tolist()] for t in tested]
+    if info is not None:
+        # The chain's own checks (its inputs and every mapped input) find every invalid row.
+        chain_layer = next(l for l in model.layers if isinstance(l, ChainOutputs))
+        checks = list(chain_layer.input[chain_layer.n_outputs :])
+    else:
+        checks = [inputs[0]]
     dtype = "float64" if "float64" in str(inputs[0].dtype) else "float32"
     flags = QualityFlags(
-        1, in_ranges, out_ranges, thresholds, margin, dtype=dtype, name="quality_flags"
-    )([inputs[0], *ins, *outs, *scopes])
+        len(checks), in_ranges, out_ranges, thresholds, margin, check_inputs=info is None,
+        dtype=dtype, name="quality_flags",
+    )([*checks, *tested, *outs, *scopes])  # fmt: skip
     fm = keras.Model(inputs[0], [model.outputs[0], flags], name=f"{model.name}_flags")
     with _LOCK:
         return _CACHE.setdefault(model, {}).setdefault(margin, fm)

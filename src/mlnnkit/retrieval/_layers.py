@@ -127,6 +127,10 @@ class ScopeError(_NoWeights):
     - ``mean_rel`` (OC-SMART): ``mean_k |x'_k / x_k - 1|``;
     - ``sum_abs`` (C2RCC): ``sum_k |x'_k - x_k|``.
 
+    With ``logs="log10"`` (or ``"ln"``) the layer is called on the logs of ``x`` and
+    ``x'`` (what the networks see) and ``mean_rel`` is ``mean_k |10**(y_k - l_k) - 1|``
+    (``exp`` for ``ln``): the same value without mapping ``x'`` back.
+
     Returns ``(rows, 1)``. ``threshold`` (the out-of-scope limit: ``scope_error >
     threshold``) and ``variables`` are kept in the config for the flags.
 
@@ -135,6 +139,8 @@ class ScopeError(_NoWeights):
         x_columns, y_columns: column indices into ``x`` and ``x_rec``.
         threshold: the out-of-scope threshold.
         variables: the names of the compared variables (metadata).
+        logs: None (default: ``x`` and ``x'`` as they are), ``"log10"`` or ``"ln"``
+            (``mean_rel`` only: called on their logs).
 
     Example:
         >>> s = ScopeError("sum_abs", [0, 1], [0, 1], 0.01)
@@ -149,9 +155,13 @@ class ScopeError(_NoWeights):
         y_columns: Sequence[int],
         threshold: float,
         variables: Sequence[str] | None = None,
+        logs: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if logs not in (None, "log10", "ln") or (logs is not None and metric != "mean_rel"):
+            raise ValueError(f"logs must be None, 'log10' or 'ln' (with mean_rel), not {logs!r}")
+        self.logs = logs
         if metric not in SCOPE_METRICS:
             raise ValueError(f"metric must be one of {', '.join(SCOPE_METRICS)}, not {metric!r}")
         self.metric = metric
@@ -168,6 +178,9 @@ class ScopeError(_NoWeights):
         x, y = self._flat(inputs)
         x = _pick([x], _runs([[0, c] for c in self.x_columns]), self.compute_dtype)
         y = _pick([y], _runs([[0, c] for c in self.y_columns]), self.compute_dtype)
+        if self.logs is not None:
+            d = y - x if self.logs == "ln" else (y - x) * np.log(10.0)
+            return ops.mean(ops.abs(ops.expm1(d)), axis=1, keepdims=True)
         if self.metric == "mean_rel":
             return ops.mean(ops.abs(y / x - 1.0), axis=1, keepdims=True)
         return ops.sum(ops.abs(y - x), axis=1, keepdims=True)
@@ -179,7 +192,7 @@ class ScopeError(_NoWeights):
         config = super().get_config()
         config.update(
             metric=self.metric, x_columns=self.x_columns, y_columns=self.y_columns,
-            threshold=self.threshold, variables=self.scope_variables,
+            threshold=self.threshold, variables=self.scope_variables, logs=self.logs,
         )  # fmt: skip
         return config
 
@@ -222,14 +235,16 @@ class ChainOutputs(_NoWeights):
     def call(self, inputs):
         xs = self._flat(inputs)
         outs = [ops.cast(t, self.compute_dtype) for t in xs[: self.n_outputs]]
-        y = outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=-1)
         bad = None
         for t in xs[self.n_outputs :]:
             b = ops.any(ops.logical_not(ops.isfinite(t)), axis=1, keepdims=True)
             bad = b if bad is None else ops.logical_or(bad, b)
-        if bad is None:
-            return y
-        return ops.where(bad, ops.cast(float("nan"), y.dtype), y)
+        if bad is not None:
+            # NaN put in each part before they are joined, so that XLA computes the parts,
+            # the NaN and the join in one pass over the outputs (not three).
+            nan = ops.cast(float("nan"), self.compute_dtype)
+            outs = [ops.where(bad, nan, t) for t in outs]
+        return outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=-1)
 
     def compute_output_shape(self, input_shape):
         shapes = input_shape[: self.n_outputs]
@@ -254,6 +269,7 @@ class QualityFlags(_NoWeights):
     InputScaling; NaN there also sets ``invalid_input``), ``output_ranges`` (one per tensor
     leaving an OutputScaling) and ``thresholds`` (one per scope error). Bits: see
     :data:`FLAG_BITS`; ``limit_margin`` is absolute, in the network's own variables.
+    ``check_inputs=False`` when the checks alone find every invalid row (a chain's).
 
     Example:
         >>> f = QualityFlags(0, [[[0.0], [1.0]]], [], [], 0.02)
@@ -268,10 +284,12 @@ class QualityFlags(_NoWeights):
         output_ranges: Sequence,
         thresholds: Sequence[float],
         limit_margin: float = 0.02,
+        check_inputs: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.n_checks = int(n_checks)
+        self.check_inputs = bool(check_inputs)
         self.input_ranges = [[list(map(float, a)), list(map(float, b))] for a, b in input_ranges]
         self.output_ranges = [[list(map(float, a)), list(map(float, b))] for a, b in output_ranges]
         self.thresholds = [float(t) for t in thresholds]
@@ -300,20 +318,26 @@ class QualityFlags(_NoWeights):
             ops.logical_or(t < self._const(a), t > self._const(b))
             for t, (a, b) in zip(ins, self.input_ranges)
         )
-        oor_out = any_of(
-            ops.logical_or(t < self._const(a), t > self._const(b))
-            for t, (a, b) in zip(outs, self.output_ranges)
-        )
+        # One code per output value, 6 out of range (which is also at the limit: the
+        # margin is >= 0), 4 at the limit only, 0 inside: the row's largest code gives
+        # both bits in one pass over the outputs.
         m = self.limit_margin
-        at_limit = any_of(
-            ops.logical_or(t > self._const(np.asarray(b) - m), t < self._const(np.asarray(a) + m))
-            for t, (a, b) in zip(outs, self.output_ranges)
-        )
+        u8 = np.uint8
+        code = None
+        for t, (a, b) in zip(outs, self.output_ranges):
+            a, b = np.asarray(a), np.asarray(b)
+            oor = ops.logical_or(t < self._const(a), t > self._const(b))
+            lim = ops.logical_or(t > self._const(b - m), t < self._const(a + m))
+            c = ops.max(ops.where(oor, u8(6), ops.where(lim, u8(4), u8(0))), axis=1)
+            code = c if code is None else ops.maximum(code, c)
+        if code is None:
+            code = ops.zeros((rows,), dtype="uint8")
         oos = any_of(s[:, 0] > self._const(th) for s, th in zip(scopes, self.thresholds))
-        invalid = any_of(ops.logical_not(ops.isfinite(t)) for t in [*checks, *ins])
-        bits = [oor_in, oor_out, at_limit, oos, invalid]
-        flags = ops.zeros((rows,), dtype="uint8")
-        for (_, mask, _), b in zip(FLAG_BITS, bits):
+        invalid = any_of(
+            ops.logical_not(ops.isfinite(t)) for t in [*checks, *(ins if self.check_inputs else [])]
+        )
+        flags = code
+        for mask, b in ((1, oor_in), (8, oos), (16, invalid)):
             flags = flags | ops.cast(b, "uint8") * np.uint8(mask)
         return flags
 
@@ -329,6 +353,6 @@ class QualityFlags(_NoWeights):
         config.update(
             n_checks=self.n_checks, input_ranges=self.input_ranges,
             output_ranges=self.output_ranges, thresholds=self.thresholds,
-            limit_margin=self.limit_margin,
+            limit_margin=self.limit_margin, check_inputs=self.check_inputs,
         )  # fmt: skip
         return config
