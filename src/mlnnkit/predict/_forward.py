@@ -394,7 +394,7 @@ def predict_array(
         With ``flags``: ``(outputs, flags)``, flags of shape ``(rows,)``, ``uint8``.
 
     Example:
-        >>> model = mlnnkit.models.load_model("net.keras")
+        >>> model = mlnnkit.load_model("net.keras")
         >>> y = mlnnkit.predict_array(model, np.load("rows.npy", mmap_mode="r"))
         >>> y.shape, y.dtype
         ((100, 1), dtype('float32'))

@@ -24,7 +24,7 @@ tested like every network's (C2RCC's ``Rtosa_OOR``).
 
 Example:
     >>> import mlnnkit
-    >>> model = mlnnkit.models.load_model("net.keras")    # an imported 7-5-1 network
+    >>> model = mlnnkit.load_model("net.keras")    # an imported 7-5-1 network
     >>> x = np.array([[0.5] * 7, [50.0] * 7, [np.nan] * 7])
     >>> y, flags = mlnnkit.predict_array(model, x, flags=True)
     >>> flags.tolist()[1:], flag_counts(flags)["input_out_of_range"]
