@@ -166,3 +166,28 @@ def test_same_config_same_study_random_sampler_hyperband(tmp_path, cli):
     a, b = runs
     assert (a["state"] == "COMPLETE").sum() == 2
     pd.testing.assert_frame_equal(a.drop(columns="duration_s"), b.drop(columns="duration_s"))
+
+
+def test_importances_of_two_equal_trials_leak_no_optuna_warning(tmp_path):
+    """Two trials of the same value: Optuna warns that the importances come out equal;
+    mlnnkit's plot (and its summary) must not pass that warning on to the user."""
+    import warnings
+
+    import optuna
+
+    from mlnnkit.report import plot_param_importances
+
+    study = optuna.create_study()
+    dist = {"model.layers[0].units": optuna.distributions.IntDistribution(4, 16, step=4)}
+    for units in (4, 8):
+        study.add_trial(optuna.trial.create_trial(
+            params={"model.layers[0].units": units}, distributions=dist, value=0.5))  # fmt: skip
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        optuna.importance.get_param_importances(study)  # Optuna's own call: it warns
+        assert any("quantiles" in str(w.message) for w in seen)
+        seen.clear()
+        plot_param_importances(study, tmp_path / "imp.png")
+    assert (tmp_path / "imp.png").read_bytes()[:8] == PNG
+    leaked = [str(w.message) for w in seen if "optuna" in (w.filename or "")]
+    assert not leaked, leaked

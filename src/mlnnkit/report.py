@@ -165,6 +165,11 @@ def plot_param_importances(study, path: str | Path, metric: str = "Objective Val
         raise ValueError("importances need at least 2 complete trials")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # A study too small for its importances to differ: Optuna says so in a warning
+        # (they come out equal, which the plot shows).
+        warnings.filterwarnings(
+            "ignore", message="Target and region quantiles", category=UserWarning
+        )
         ax = optuna.visualization.matplotlib.plot_param_importances(study, target_name=metric)
     return _save_axes(ax, path)
 

@@ -503,6 +503,11 @@ def _finish(study, space, s: TuneSettings, ran: list[int], stopped_by: str) -> S
     if counts["COMPLETE"] >= 2:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # A study too small for its importances to differ: Optuna says so in a
+            # warning (they come out equal); the summary shows them as they are.
+            warnings.filterwarnings(
+                "ignore", message="Target and region quantiles", category=UserWarning
+            )
             try:
                 importances = dict(optuna.importance.get_param_importances(study))
             except (ValueError, RuntimeError):
