@@ -439,7 +439,7 @@ def test_transforms_and_names_override_a_recipe(tmp_path):
 def test_unknown_family_is_refused_naming_families_and_options(cli, tmp_path):
     path = tmp_path / "mystery.h5"
     write_ocsmart(path, [5, 4, 2], seed=0)
-    code, out, err = cli("import", path, "--physical", "-o", tmp_path / "m.keras")
+    code, _out, err = cli("import", path, "--physical", "-o", tmp_path / "m.keras")
     assert code == 2 and "Traceback" not in err
     line = err.strip()
     assert line.startswith("error: ") and "\n" not in line
@@ -450,7 +450,7 @@ def test_unknown_family_is_refused_naming_families_and_options(cli, tmp_path):
     with pytest.raises(UserError, match="Pass transforms .* and output_transforms"):
         legacy.load(path, physical=True)
     # with transforms it imports; unlisted variables stay identity
-    code, out, err = cli(
+    code, _out, err = cli(
         "import", path, "--transforms", "cos_deg:1", "--output-transforms", "pow10",
         "--names", "solz,a,b,c,d", "-o", tmp_path / "m.keras", "--samples", "300",
     )
@@ -576,7 +576,7 @@ def test_predict_scene_with_non_positive_pixels(cli, tmp_path):
     import xarray as xr
 
     path, ws, bs, rin, rout = _c2rcc_net(tmp_path)
-    code, out, err = cli("import", path, "--physical", "-o", tmp_path / "m.keras", "--samples", "300")
+    code, _out, err = cli("import", path, "--physical", "-o", tmp_path / "m.keras", "--samples", "300")
     assert code == 0, err
     rng = np.random.default_rng(5)
     h, w = 6, 7
@@ -608,7 +608,7 @@ def test_fixtures_physical_match_the_processors_to_1e_5(cli, tmp_path, fixtures_
 
     rng = np.random.default_rng(11)
     pace = fixtures_dir / "ocsmart" / "PACE_Lrc_aaNN.H5"
-    code, out, err = cli("import", pace, "--physical", "-o", tmp_path / "pace.keras",
+    code, _out, err = cli("import", pace, "--physical", "-o", tmp_path / "pace.keras",
                          "--samples", "2000")  # fmt: skip
     assert code == 0, err
     model = keras.saving.load_model(tmp_path / "pace.keras")
