@@ -18,6 +18,7 @@ def test_all_names_resolve_and_dir_lists_them():
     assert {"predict_array", "load_model", "io_names", "legacy", "layers", "float64"} <= set(
         mlnnkit.__all__
     )
+    assert set(mlnnkit._LAZY) <= set(mlnnkit.__all__)  # each lazy name spelled out in __all__
 
 
 def test_public_functions_have_docstring_examples():

@@ -197,9 +197,11 @@ def test_atomic_path_turns_permission_errors_into_one_user_error(tmp_path):
     from mlnnkit import _atomic
     from mlnnkit.errors import UserError
 
-    with pytest.raises(UserError, match=r"cannot write .*x\.json: .*permission denied"):
-        with _atomic.atomic_path(tmp_path / "x.json"):
-            raise PermissionError(13, "Permission denied", str(tmp_path / "x.json"))
+    with (
+        pytest.raises(UserError, match=r"cannot write .*x\.json: .*permission denied"),
+        _atomic.atomic_path(tmp_path / "x.json"),
+    ):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "x.json"))
     (tmp_path / "x.json").touch()
     with pytest.raises(UserError, match=r"a file is in the way \(.*x\.json is a file\)"):
         _atomic.make_dir(tmp_path / "x.json" / "sub")
@@ -364,7 +366,9 @@ def test_snap_sigmoid_on_a_network_without_sigmoid_is_refused(cli, tmp_path):
         f"rc = c.main(['import', {str(src)!r}, '-o', {str(tmp_path / 'n.keras')!r}, "
         "'--sigmoid', 'snap']); print(rc, jax.config.jax_enable_x64)"
     )
-    fresh = subprocess.run([sys.executable, "-c", code_], capture_output=True, text=True)
+    fresh = subprocess.run(
+        [sys.executable, "-c", code_], check=False, capture_output=True, text=True
+    )
     assert fresh.stdout.split()[-2:] == ["2", "False"], fresh.stdout + fresh.stderr
     from mlnnkit import legacy
     from mlnnkit.errors import UserError
@@ -382,7 +386,7 @@ def test_keras_imported_first_on_another_backend_names_keras_backend(tmp_path):
     env.update(KERAS_HOME=str(tmp_path), PYTHONPATH=str(src))
     r = subprocess.run(
         [sys.executable, "-c", "import keras\nimport mlnnkit"],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env, check=False, capture_output=True, text=True, timeout=300,
     )
     assert r.returncode != 0
     assert "ImportError" in r.stderr and "KERAS_BACKEND=jax" in r.stderr
@@ -391,7 +395,7 @@ def test_keras_imported_first_on_another_backend_names_keras_backend(tmp_path):
     env["KERAS_BACKEND"] = "numpy"
     r = subprocess.run(
         [sys.executable, "-c", "import keras\nimport mlnnkit"],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env, check=False, capture_output=True, text=True, timeout=300,
     )
     assert r.returncode == 0, r.stderr
 

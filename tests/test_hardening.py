@@ -285,14 +285,15 @@ def test_finetune_takes_the_lock_first(tmp_path):
 
 def test_the_lock_in_one_process(tmp_path):
     run = tmp_path / "r"
-    with _rundir.lock(run, "finetune"):
-        with pytest.raises(UserError, match=rf"in use by process {os.getpid()} \(started at "):
-            with _rundir.lock(run):
-                pass
+    with (
+        _rundir.lock(run, "finetune"),
+        pytest.raises(UserError, match=rf"in use by process {os.getpid()} \(started at "),
+        _rundir.lock(run),
+    ):
+        pass
     assert not (run / _rundir.LOCK_NAME).exists()
-    with pytest.raises(RuntimeError):
-        with _rundir.lock(tmp_path / "new"):
-            raise RuntimeError("the run failed before writing anything")
+    with pytest.raises(RuntimeError), _rundir.lock(tmp_path / "new"):
+        raise RuntimeError("the run failed before writing anything")
     assert not (tmp_path / "new").exists()  # a folder the lock made and nobody used
 
 

@@ -64,14 +64,27 @@ _LAZY = {
     "tune": ("mlnnkit.tune", None),
 }
 
+# Every name of _LAZY is spelled out (tools read __all__ without running it);
+# tests/test_api.py checks that __all__, dir() and the attributes agree.
 __all__ = [
     "Interrupted",
     "MlnnkitError",
     "UserError",
     "VerificationError",
     "__version__",
+    "chain",
+    "errors",
+    "export",
+    "finetune",
     "float64",
-    *sorted(_LAZY),
+    "io_names",
+    "layers",
+    "legacy",
+    "load_model",
+    "predict_array",
+    "retrieval",
+    "train",
+    "tune",
 ]
 
 

@@ -63,9 +63,7 @@ def process_alive(pid: int, not_started_after: float | None = None) -> bool:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return False
-        if not_started_after is not None and proc.create_time() > not_started_after + 0.5:
-            return False
-        return True
+        return not_started_after is None or proc.create_time() <= not_started_after + 0.5
     except ImportError:
         pass
     except Exception:  # noqa: BLE001 - psutil.NoSuchProcess and friends: gone

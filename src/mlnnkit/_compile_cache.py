@@ -157,7 +157,7 @@ def _load_entry(path: Path) -> tuple | None:
             _note_once(
                 str(path.parent),
                 f"note: not loading cached compiled programs from {path.parent}: an entry "
-                f"({path.name}) {why[3:] if why.startswith('it ') else why}; compiling instead",
+                f"({path.name}) {why.removeprefix('it ')}; compiling instead",
             )
             return None
         return pickle.load(f)

@@ -321,7 +321,7 @@ class _Transform(keras.layers.Layer):
         super().__init__(**kwargs)
         _warn_if_float64_off(self)
         if isinstance(transforms, str):
-            raise ValueError(
+            raise ValueError(  # noqa: TRY004 - a ValueError like the other argument errors here
                 f"`transforms` must be one name per variable (a list), got the string {transforms!r}"
             )
         self.transforms = [str(t) for t in transforms]

@@ -215,10 +215,10 @@ def _check(
     x = _sample(io, samples, seed).astype(dtype)
     got = _run_onnx(path, x)
     want = _run_keras(model, x)
-    common = dict(
-        tolerance=tolerance, samples=samples, dtype=dtype, sigmoid=sigmoid,
-        source_format=io.source_format,
-    )  # fmt: skip
+    common = {
+        "tolerance": tolerance, "samples": samples, "dtype": dtype, "sigmoid": sigmoid,
+        "source_format": io.source_format,
+    }  # fmt: skip
     checks = []
     if len(got) != len(want):
         raise OnnxVerificationError(
@@ -245,13 +245,12 @@ def _check(
         from_parts.append(span_from)
         g_parts.append(g2)
         w_parts.append(w2)
-    checks.append(
-        _compare(
-            np.hstack(g_parts), np.hstack(w_parts), var_names, np.concatenate(span_parts),
-            "; ".join(dict.fromkeys(from_parts)),
-            against=f"the Keras model ({dtype})", **common,
-        )  # fmt: skip
-    )
+    vs_keras = _compare(
+        np.hstack(g_parts), np.hstack(w_parts), var_names, np.concatenate(span_parts),
+        "; ".join(dict.fromkeys(from_parts)),
+        against=f"the Keras model ({dtype})", **common,
+    )  # fmt: skip
+    checks.append(vs_keras)
     if "quality_flags" in names:
         checks.append(_check_flags(path, model, io, names.index("quality_flags"), samples,
                                    seed, dtype=dtype, common=common))  # fmt: skip
@@ -265,10 +264,9 @@ def _check(
         if span is None:
             span, span_from = _span(io, ref, 1)
         what = f"{reference_spec.source_format} math" if reference_spec.source_format else "math"
-        checks.append(
-            _compare(
-                g_parts[0], ref, reference_spec.names_out(), span, span_from,
-                against=f"the float64 NumPy reference of the file's {what}", **common,
-            )  # fmt: skip
-        )
+        vs_file = _compare(
+            g_parts[0], ref, reference_spec.names_out(), span, span_from,
+            against=f"the float64 NumPy reference of the file's {what}", **common,
+        )  # fmt: skip
+        checks.append(vs_file)
     return checks

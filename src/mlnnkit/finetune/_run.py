@@ -348,10 +348,14 @@ def finetune(
             "definitions": OCEAN_COLOUR_METRICS,
             "overall": "pooled over every held-out value of these outputs",
             "references": [
-                "Seegers, B. N., et al. (2018). Performance metrics for the assessment of "
-                "satellite data products: an ocean color case study. Optics Express 26(6).",
-                "Morley, S. K., Brito, T. V., & Welling, D. T. (2018). Measures of model "
-                "performance based on the log accuracy ratio. Space Weather 16(1).",
+                (
+                    "Seegers, B. N., et al. (2018). Performance metrics for the assessment of "
+                    "satellite data products: an ocean color case study. Optics Express 26(6)."
+                ),
+                (
+                    "Morley, S. K., Brito, T. V., & Welling, D. T. (2018). Measures of model "
+                    "performance based on the log accuracy ratio. Space Weather 16(1)."
+                ),
             ],
         }
     report["n_train"] = len(tr)

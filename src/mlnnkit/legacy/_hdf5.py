@@ -38,7 +38,7 @@ def open_h5(path: str | Path, what: str = "HDF5") -> Iterator[h5py.File]:
         raise UserError(f"{path}: is a folder, not a {what} file")
     try:
         f = h5py.File(path, "r")
-    except Exception as e:  # noqa: BLE001 - OSError mostly; anything h5py raises on a bad file
+    except Exception as e:  # OSError mostly; anything h5py raises on a bad file
         if not (isinstance(e, OSError) or _raised_in_h5py(e)):
             raise
         kind = "truncated or corrupt" if is_hdf5(path) else "not an HDF5 file"
