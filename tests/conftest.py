@@ -12,10 +12,18 @@ from pathlib import Path
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import signal
 import tempfile
 
 import numpy as np
 import pytest
+
+# A pytest started in the background by a non-interactive shell (`pytest &` in a script)
+# ignores SIGINT, and a child inherits an ignored signal (Python then leaves it ignored):
+# the Ctrl-C tests could not interrupt their commands. Children of a process with a
+# handler get the default disposition back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # The compile cache of the test run lives in a temporary folder, not in the user's home
 # (tests that check the cache point MLNNKIT_CACHE_DIR at their own folder).

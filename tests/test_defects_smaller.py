@@ -115,6 +115,45 @@ def test_ctrl_c_in_finetune_verbose_is_not_lost(tmp_path):
     assert not o.exists() or list(o.iterdir()) == []  # nothing half: no outputs at all
 
 
+def test_ctrl_c_inside_a_gc_callback_still_stops_predict():
+    """Raised wherever the interpreter is, a KeyboardInterrupt can land in a garbage-
+    collector callback (JAX registers one), which swallows it: `mlnnkit predict` then ran
+    to its end. Under `deferred` (as the CLI runs predict) Ctrl-C only sets a flag, and
+    the block loop raises it at its next check."""
+    import gc
+    import signal
+
+    import numpy as np
+
+    from mlnnkit import _interrupt
+    from mlnnkit.predict import blocks_of, predict_stream
+
+    net = keras.Sequential([keras.Input((7,)), keras.layers.Dense(4), keras.layers.Dense(1)])
+    x = np.random.default_rng(0).normal(size=(100_000, 7)).astype("float32")
+    fired: list[int] = []
+
+    def ctrl_c_in_callback(phase, info):
+        if phase == "start" and not fired:
+            fired.append(1)
+            os.kill(os.getpid(), signal.SIGINT)  # its handler runs inside this callback
+            sum(range(1000))
+
+    written: list[int] = []
+
+    def write(start, y):
+        written.append(start)
+        gc.collect()
+
+    with _interrupt.watched(), _interrupt.deferred():
+        gc.callbacks.append(ctrl_c_in_callback)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                predict_stream(net, blocks_of(x, 1000), write)
+        finally:
+            gc.callbacks.remove(ctrl_c_in_callback)
+    assert fired and len(written) < 100  # stopped at the next check, not at the end
+
+
 def test_ctrl_c_in_predict_is_one_line_and_leaves_no_output(tmp_path):
     import sys
 

@@ -101,3 +101,34 @@ def test_flag_name_clash_and_bad_margin(tmp_path, model_path, cli):
     code, _, err = cli("predict", model_path, tmp_path / "s.nc", "-o", tmp_path / "o.npy",
                        "--flags", "--limit-margin", "-1")  # fmt: skip
     assert code == 2 and "--limit-margin" in err
+
+
+def test_output_name_clash_is_refused_and_a_template_renames_every_output(
+    tmp_path, model_path, cli
+):
+    """A scene that has a variable of an output's name already (a chain's intermediate
+    product, say): refused in one line that says how to rename; '{}_nn' renames them all."""
+    x, want = _want()
+    xr.Dataset(
+        {"x1": ("n", x[:, 0]), "x2": ("n", x[:, 1]), "y": ("n", np.zeros(len(x), np.float32))}
+    ).to_netcdf(tmp_path / "s.nc")
+    code, _, err = cli("predict", model_path, tmp_path / "s.nc", "-o", tmp_path / "o.nc")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "variable 'y' already exists" in err and "--outputs '{}_nn' for y_nn" in err
+    assert not (tmp_path / "o.nc").exists()
+    code, _, err = cli("predict", model_path, tmp_path / "s.nc", "-o", tmp_path / "o.nc",
+                       "--outputs", "{}_nn", "--flags", "--no-progress")  # fmt: skip
+    assert code == 0, err
+    res = xr.open_dataset(tmp_path / "o.nc")
+    assert (res["y"].values == 0).all()  # the file's own variable, untouched
+    np.testing.assert_array_equal(res["quality_flags"].values, want)
+    import mlnnkit
+
+    ref = mlnnkit.predict_array(mlnnkit.load_model(model_path), x)[:, 0]
+    np.testing.assert_array_equal(res["y_nn"].values, ref)  # NaN where the flag is 16
+    assert np.isnan(ref[want == 16]).all() and np.isfinite(ref[want != 16]).all()
+    res.close()
+    for bad in ("{}", "{}_{}"):
+        code, _, err = cli("predict", model_path, tmp_path / "s.nc", "-o", tmp_path / "p.nc",
+                           "--outputs", bad)  # fmt: skip
+        assert code == 2 and "a template has one {}" in err, err

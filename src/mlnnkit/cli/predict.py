@@ -48,8 +48,10 @@ def predict(
         str | None,
         typer.Option(
             "--outputs",
-            help="Names of the output columns/variables. Default: the model's own, else "
-            "prediction (prediction_1, ... for several).",
+            help="Names of the output columns/variables (comma list), or one name with {} "
+            "for each default name ('{}_nn': rw_400_nn, ...; for a scene that has variables "
+            "of the outputs' names already). Default: the model's own, else prediction "
+            "(prediction_1, ... for several).",
         ),
     ] = None,
     chunk_rows: Annotated[
@@ -121,6 +123,7 @@ def predict(
     same shape. Every output is written under a temporary name and renamed when complete.
     With several inputs, a file that fails is reported and the others go on (exit 2 at the
     end)."""
+    from mlnnkit import _interrupt
     from mlnnkit import predict as predict_io
     from mlnnkit.errors import UserError
 
@@ -168,7 +171,11 @@ def predict(
         if flags:
             kwargs.update(flags=True, limit_margin=limit_margin)
         if not dask:
-            results = predict_io.predict_files(net, jobs, **kwargs)
+            # Ctrl-C only sets a flag that the block loop raises at its next check (within
+            # 0.1 s): raised wherever the interpreter is, a KeyboardInterrupt can land in a
+            # garbage-collector callback (JAX has one), which swallows it.
+            with _interrupt.deferred():
+                results = predict_io.predict_files(net, jobs, **kwargs)
         else:
             from mlnnkit.predict import predict_files_dask
 

@@ -57,9 +57,25 @@ __all__ = [
 
 
 def output_names(model, outputs, n_out: int, *, where: str = "") -> list[str]:
-    """The output names: ``outputs`` (comma list) or the model's, else ``prediction``
-    (one output) or ``prediction_1`` ... ``prediction_N``."""
+    """The output names: ``outputs`` (comma list, or one name with ``{}`` standing for
+    each default name, e.g. ``{}_nn``) or the model's, else ``prediction`` (one output)
+    or ``prediction_1`` ... ``prediction_N``.
+
+    Example:
+        >>> import keras
+        >>> net = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+        >>> output_names(net, None, 2), output_names(net, "nn_{}", 2)
+        (['prediction_1', 'prediction_2'], ['nn_prediction_1', 'nn_prediction_2'])
+    """
     given = _split_names(outputs)
+    if given is not None and len(given) == 1 and "{}" in given[0]:
+        template = given[0]
+        if template.count("{}") != 1 or template == "{}":
+            raise UserError(
+                f"{where}--outputs {template!r}: a template has one {{}} (the output's own "
+                "name) and something beside it, e.g. '{}_nn'"
+            )
+        return [template.replace("{}", n) for n in output_names(model, None, n_out)]
     if given is not None:
         if len(given) != n_out:
             raise UserError(f"{where}--outputs names {len(given)} outputs but the model has {n_out}")
@@ -87,9 +103,15 @@ def check_outputs_free(source: Source, names: list[str]) -> None:
     """Refuse output names that already exist as variables of a scene file."""
     clash = source.clashes(names)
     if clash:
+        which = (
+            f"variable {clash[0]!r} already exists"
+            if len(clash) == 1
+            else f"{len(clash)} output names already exist as variables ({', '.join(clash[:3])}"
+            + (", ...)" if len(clash) > 3 else ")")
+        )
         raise UserError(
-            f"{source.path}: variable {clash[0]!r} already exists in the file; pass --outputs "
-            "with other names"
+            f"{source.path}: {which} in the file; pass --outputs with other names, e.g. "
+            f"--outputs '{{}}_nn' for {names[0]}_nn, ..."
         )
 
 
@@ -109,7 +131,13 @@ def prepare(model, input_path, output_path, *, inputs=None, outputs=None, flags=
             if FLAG_NAME in names:
                 raise UserError(f"{input_path}: an output is named {FLAG_NAME!r}, the flags' "
                                 "name; pass --outputs with other names")  # fmt: skip
-        check_outputs_free(source, [*names, FLAG_NAME] if flags else names)
+            if source.clashes([FLAG_NAME]):
+                raise UserError(
+                    f"{input_path}: {FLAG_NAME!r} already exists in the file (the output of "
+                    "an earlier `mlnnkit predict --flags`?); predict from the original scene, "
+                    "or without --flags"
+                )
+        check_outputs_free(source, names)
         if is_scene(out_kind) and source.kind != out_kind:
             raise UserError(
                 f"{input_path}: outputs go into a copy of the input file, so the output must "

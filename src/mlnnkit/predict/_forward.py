@@ -39,6 +39,7 @@ from typing import Any, Self
 
 import numpy as np
 
+from mlnnkit import _interrupt
 from mlnnkit.errors import UserError
 from mlnnkit.models import check_samples
 from mlnnkit.models import sample_shape as _sample_shape
@@ -333,9 +334,10 @@ class _Workers:
                 block.done.set()
 
     def wait(self, block: _Block) -> None:
-        """Wait for ``block``; raise its error."""
+        """Wait for ``block``; raise its error (or a Ctrl-C deferred meanwhile)."""
         while not block.done.wait(0.1):
-            pass
+            _interrupt.check()
+        _interrupt.check()
         if block.error is not None:
             raise block.error
 
@@ -495,8 +497,16 @@ def predict_stream(
     thread = threading.Thread(target=reader, name="mlnnkit-predict-reader", daemon=True)
     thread.start()
     rows = 0
+
+    def next_block():
+        while True:
+            try:
+                return ordered.get(timeout=0.1)
+            except queue.Empty:
+                _interrupt.check()
+
     try:
-        while (block := ordered.get()) is not end:
+        while (block := next_block()) is not end:
             pool.wait(block)
             write(block.start, block.out)
             rows += len(block.x)
