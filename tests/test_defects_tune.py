@@ -32,7 +32,9 @@ def test_continuing_a_study_with_another_fixed_config_is_refused(tmp_path, cli):
 
 
 def test_ctrl_c_mid_trial_is_one_line_and_the_trial_runs_again(tmp_path):
-    cfg = write_config(tmp_path, epochs=400, trials=3, batch_size=8)
+    # trials long enough (4000 epochs) that a poll of the study sees one running (with
+    # 400, one full-suite run found none to interrupt)
+    cfg = write_config(tmp_path, epochs=4000, trials=3, batch_size=8)
     out = tmp_path / "out"
     storage = f"sqlite:///{out / 'study.db'}"
     proc = mlnnkit_process("tune", cfg, "--out", out)
@@ -51,7 +53,9 @@ def test_ctrl_c_mid_trial_is_one_line_and_the_trial_runs_again(tmp_path):
             continue
         running = [t for t in trials if t.state.name == "RUNNING" and t.intermediate_values]
         victim = running[0] if running else None
-    assert victim is not None and proc.poll() is None, "no trial in progress to interrupt"
+    assert victim is not None and proc.poll() is None, (
+        f"no trial in progress to interrupt (exit code {proc.poll()})", "".join(err_lines)[-3000:]
+    )
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=120)
     reader.join(timeout=10)
