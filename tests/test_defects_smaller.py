@@ -15,7 +15,9 @@ from mlnnkit.errors import UserError
 MOBILENET_NO_TOP = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 
 
-def test_offline_application_error_is_whole_and_suggests_weights_none(monkeypatch):
+def test_offline_application_error_is_whole_and_suggests_weights_none(monkeypatch, capsys):
+    import warnings
+
     from keras.src.backend import config as keras_config
 
     if (Path(keras_config.keras_home()) / "models" / MOBILENET_NO_TOP).exists():
@@ -24,8 +26,15 @@ def test_offline_application_error_is_whole_and_suggests_weights_none(monkeypatc
         monkeypatch.setenv(var, "http://127.0.0.1:9")  # offline, for sure: nothing listens
     for var in ("no_proxy", "NO_PROXY"):
         monkeypatch.delenv(var, raising=False)
-    with pytest.raises(UserError) as err:
-        tl.application_base("MobileNetV2", (32, 32), "imagenet")
+    with warnings.catch_warnings(record=True) as leaked:
+        warnings.simplefilter("always")
+        with pytest.raises(UserError) as err:
+            tl.application_base("MobileNetV2", (32, 32), "imagenet")
+    # Keras's "Weights for input shape (224, 224) will be loaded as the default" (no
+    # ImageNet weights for 32x32) reaches the user as one note of ours, not a UserWarning
+    assert not [w for w in leaked if "loaded as the default" in str(w.message)]
+    assert "note: --base MobileNetV2: Keras has ImageNet weights for a few square image " \
+        "sizes only; for 32x32 it loads those of (224, 224)" in capsys.readouterr().err
     msg = str(err.value)
     assert "--weights none" in msg
     assert f"put {MOBILENET_NO_TOP} in ~/.keras/models/" in msg  # the whole file name

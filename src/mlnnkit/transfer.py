@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,9 @@ def application_base(name: str, image_size: tuple[int, int] | None, weights: str
         )
     size = tuple(image_size or (APP_SIZE, APP_SIZE))
     try:
-        base = fn(include_top=False, weights=weights, input_shape=(*size, 3))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            base = fn(include_top=False, weights=weights, input_shape=(*size, 3))
     except ValueError as e:
         raise UserError(f"--base {name}: {' '.join(str(e).split())[:300]}") from None
     except Exception as e:  # noqa: BLE001 - urllib/socket errors of the weights download
@@ -146,7 +149,25 @@ def application_base(name: str, image_size: tuple[int, int] | None, weights: str
             "as --base (e.g. a .keras file, cut with --cut-at LAYER), or put "
             f"{fname or 'the weights file'} in ~/.keras/models/"
         ) from None
+    finally:
+        _pass_on(caught, name, size)
     return base, _preprocess_layer(fn)
+
+
+def _pass_on(caught: list, name: str, size: tuple[int, ...]) -> None:
+    """Keras's warnings while building the base: its "Weights for input shape (224, 224)
+    will be loaded as the default" (image sizes it has no ImageNet weights for) becomes
+    one note in mlnnkit's words; any other warning is issued again as it was."""
+    for w in caught:
+        text = " ".join(str(w.message).split())
+        if "will be loaded as the default" in text:
+            shape = text.split("Weights for input shape ", 1)[-1].split(" will be", 1)[0]
+            _atomic.notify(
+                f"note: --base {name}: Keras has ImageNet weights for a few square image "
+                f"sizes only; for {size[0]}x{size[1]} it loads those of {shape}"
+            )
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _download_failure(text: str) -> tuple[str, str | None]:
