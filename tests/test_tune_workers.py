@@ -79,3 +79,41 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
     assert pids == {str(w.pid) for w in workers}  # both did part of the work
     # every worker wrote the same final table
     assert (out / "trials.csv").read_text().count("COMPLETE") == 4
+
+
+_OPEN_AT = """
+import sys, time
+from mlnnkit.tune._storage import open_storage
+start = float(sys.argv[1])
+for i, url in enumerate(sys.argv[2:]):
+    time.sleep(max(0.0, start + 0.6 * i - time.time()))
+    try:
+        open_storage(url)
+        print("ok", flush=True)
+    except Exception as e:
+        print(type(e).__name__, str(e).splitlines()[0][:200], flush=True)
+"""
+
+
+def test_workers_opening_a_new_storage_at_once_all_get_it(tmp_path):
+    """Several workers started together on a new database: each RDBStorage creates the
+    tables and inserts the schema version; the losers of that race (IntegrityError on
+    alembic_version, seen as a traceback and exit 1 of `mlnnkit tune`) now try again.
+    Four processes open six new SQLite databases at the same instants."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    urls = [f"sqlite:///{tmp_path / f's{i}.db'}" for i in range(6)]
+    start = time.time() + 8  # after every process has imported Optuna
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _OPEN_AT, str(start), *urls], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]  # fmt: skip
+    outs = [p.communicate(timeout=120) for p in procs]
+    lines = [line for out, _ in outs for line in out.splitlines()]
+    assert len(lines) == 24, outs
+    assert lines == ["ok"] * 24, [line for line in lines if line != "ok"]

@@ -17,6 +17,7 @@ import contextlib
 import os
 import socket
 import threading
+import time
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
@@ -110,14 +111,31 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     import sqlalchemy
 
     parsed = sqlalchemy.engine.make_url(url)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs={"connect_args": _connect_args(parsed)},
-            heartbeat_interval=HEARTBEAT_SECONDS,
-            grace_period=GRACE_SECONDS,
-        )
+    # A new database: RDBStorage creates its tables and inserts its schema version, and a
+    # process opening the same database at that moment (another worker starting) can lose
+    # the race ("UNIQUE constraint failed: alembic_version", "table ... already exists",
+    # "database is locked"). Trying again then finds the schema in place.
+    for attempt in range(_OPEN_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs={"connect_args": _connect_args(parsed)},
+                    heartbeat_interval=HEARTBEAT_SECONDS,
+                    grace_period=GRACE_SECONDS,
+                )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as e:
+            racing = isinstance(e, sqlalchemy.exc.IntegrityError) or any(
+                s in str(e).lower() for s in ("already exists", "locked")
+            )
+            if not racing or attempt == _OPEN_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+_OPEN_ATTEMPTS = 5
 
 
 # ------------------------------------------------------------------------------ the lock
