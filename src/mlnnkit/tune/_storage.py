@@ -103,6 +103,9 @@ def check_url(url: str) -> None:
         raise UserError(f"cannot reach storage {shown(url)}: {first}") from None
 
 
+_OPEN_ATTEMPTS = 5  # tries of open_storage on a new database another process creates too
+
+
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """Optuna's RDBStorage for ``url`` with heartbeats on (so crashed trials become FAIL)."""
     import warnings
@@ -133,9 +136,6 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
                 raise
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-_OPEN_ATTEMPTS = 5
 
 
 # ------------------------------------------------------------------------------ the lock
